@@ -1,0 +1,166 @@
+"""Building blocks shared by the point model families: drop path, the mini-PointNet patch encoder, attention, MLP,
+the official classification head and the grouping step."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import ACT2FN
+
+from ..geometry import group_points, validate_points
+
+__all__ = [
+    "ClassificationHead",
+    "ClsEmbedding",
+    "DropPath",
+    "FeedForward",
+    "MiniPointNet",
+    "SelfAttention",
+    "group_cloud",
+]
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (identity in eval mode or at rate 0)."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = float(drop_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+def _pointwise_mlp(channels: list[int]) -> nn.Sequential:
+    """Conv1d(k=1) layers over `channels` with BatchNorm + ReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
+        layers.append(nn.Conv1d(c_in, c_out, 1))
+        if i < len(channels) - 2:
+            layers += [nn.BatchNorm1d(c_out), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class MiniPointNet(nn.Module):
+    """The patch encoder of Point-BERT / Point-MAE / PointGPT: a per-point MLP, max-pool, concat(global, local),
+    a second MLP and a final max-pool, turning each neighbourhood [K, C_in] into one token.
+
+    `first_channels` are the widths of the first MLP (e.g. [128, 256], or PointGPT-B/L's [256, 512, 1024]);
+    `second_channels` the hidden widths of the second one (e.g. [512] or [2048]). The Sequential indices match the
+    official state dicts (`first_conv.0/1/3`, ...).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, first_channels: list[int], second_channels: list[int]):
+        super().__init__()
+        self.first_conv = _pointwise_mlp([in_channels, *first_channels])
+        self.second_conv = _pointwise_mlp([2 * first_channels[-1], *second_channels, out_channels])
+
+    def forward(self, neighbourhoods: torch.Tensor) -> torch.Tensor:
+        batch, groups, size, channels = neighbourhoods.shape
+        x = neighbourhoods.reshape(batch * groups, size, channels).transpose(1, 2)
+        feature = self.first_conv(x)
+        pooled = feature.amax(dim=2, keepdim=True)
+        feature = torch.cat([pooled.expand(-1, -1, size), feature], dim=1)
+        feature = self.second_conv(feature)
+        return feature.amax(dim=2).reshape(batch, groups, -1)
+
+
+class ClsEmbedding(nn.Module):
+    """The CLS token and its position embedding, one small module so that it can be trained (or listed in
+    `modules_to_save`) on its own. Called with the batch size, it returns both expanded to [B, 1, C]."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.token = nn.Parameter(torch.zeros(1, 1, hidden_size))
+        self.position = nn.Parameter(torch.zeros(1, 1, hidden_size))
+
+    def forward(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.token.expand(batch_size, -1, -1), self.position.expand(batch_size, -1, -1)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection (timm layout: `qkv`, `proj`)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, qkv_bias: bool, attention_dropout: float, proj_dropout: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias)
+        self.attention_dropout = attention_dropout
+        self.proj = nn.Linear(hidden_size, hidden_size)
+        self.proj_drop = nn.Dropout(proj_dropout)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, is_causal: bool = False):
+        batch, tokens, width = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attention_mask,
+            dropout_p=self.attention_dropout if self.training else 0.0,
+            is_causal=is_causal and attention_mask is None,
+            scale=self.scale,
+        )
+        out = out.transpose(1, 2).reshape(batch, tokens, width)
+        return self.proj_drop(self.proj(out))
+
+
+class FeedForward(nn.Module):
+    """fc1 -> activation -> dropout -> fc2 -> dropout (timm `Mlp` layout)."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str, dropout: float):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.act = ACT2FN[hidden_act]
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class ClassificationHead(nn.Sequential):
+    """The official fine-tuning head: [Linear -> (BatchNorm) -> ReLU -> Dropout] per hidden width -> Linear."""
+
+    def __init__(self, in_features: int, hidden_sizes: list[int], num_labels: int, batch_norm: bool, dropout: float):
+        layers: list[nn.Module] = []
+        width = in_features
+        for hidden in hidden_sizes:
+            layers.append(nn.Linear(width, hidden))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(hidden))
+            layers += [nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            width = hidden
+        layers.append(nn.Linear(width, num_labels))
+        super().__init__(*layers)
+
+
+def group_cloud(points: torch.Tensor, config, generator: torch.Generator | None = None):
+    """Validate `points` against a config and split it into (neighbourhoods [B, G, K, C], centres [B, G, 3]).
+
+    Grouping always runs in float32 (or float64 input precision) outside autocast: FPS and kNN decide discrete
+    indices, which must not depend on the mixed-precision setting.
+    """
+    validate_points(points, min_points=max(config.num_groups, config.group_size), channels=config.num_channels)
+    dtype = torch.float64 if points.dtype == torch.float64 else torch.float32
+    with torch.autocast(device_type=points.device.type, enabled=False), torch.no_grad():
+        neighbourhoods, centres, _ = group_points(
+            points.to(dtype),
+            config.num_groups,
+            config.group_size,
+            start=config.fps_start,
+            generator=generator,
+            skip_sq_norm=config.fps_skip_sq_norm,
+        )
+    return neighbourhoods, centres

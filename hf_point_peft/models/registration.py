@@ -1,0 +1,36 @@
+"""Registration of the point model families with transformers' Auto classes (idempotent)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from transformers import AutoConfig, AutoModel
+from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+__all__ = ["AutoModelForPointCloudClassification", "register_auto_classes"]
+
+
+class AutoModelForPointCloudClassification(_BaseAutoModelClass):
+    """Auto class for point-cloud classifiers (transformers has none): `from_config` / `from_pretrained` pick the
+    classification model of the config's family, e.g. `PointTransformerForClassification` for `point_transformer`."""
+
+    _model_mapping = _LazyAutoMapping(CONFIG_MAPPING_NAMES, OrderedDict())
+
+
+def _families():
+    from .point_gpt import PointGPTConfig, PointGPTForClassification, PointGPTModel
+    from .point_transformer import PointTransformerConfig, PointTransformerForClassification, PointTransformerModel
+
+    return [
+        (PointTransformerConfig, PointTransformerModel, PointTransformerForClassification),
+        (PointGPTConfig, PointGPTModel, PointGPTForClassification),
+    ]
+
+
+def register_auto_classes() -> None:
+    """Register every family with AutoConfig, AutoModel and AutoModelForPointCloudClassification."""
+    for config_cls, model_cls, classifier_cls in _families():
+        AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
+        AutoModel.register(config_cls, model_cls, exist_ok=True)
+        AutoModelForPointCloudClassification.register(config_cls, classifier_cls, exist_ok=True)
