@@ -34,5 +34,7 @@ def validate_points(points, *, min_points: int = 1, channels: int | None = None,
     finite = torch.isfinite(points).flatten(1).all(dim=1)
     if not bool(finite.all()):
         bad = int((~finite).nonzero()[0, 0])
-        raise ValueError(f"{name} holds NaN or inf values; first bad sample index is {bad} (shape {tuple(points.shape)})")
+        raise ValueError(
+            f"{name} holds NaN or inf values; first bad sample index is {bad} (shape {tuple(points.shape)})"
+        )
     return points

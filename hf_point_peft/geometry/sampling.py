@@ -91,7 +91,9 @@ def knn(query: torch.Tensor, ref: torch.Tensor, k: int) -> tuple[torch.Tensor, t
     own first neighbour.
     """
     if query.dim() != 3 or ref.dim() != 3 or query.shape[0] != ref.shape[0]:
-        raise ValueError(f"query and ref must be [B, M, 3] and [B, N, 3], got {tuple(query.shape)} and {tuple(ref.shape)}")
+        raise ValueError(
+            f"query and ref must be [B, M, 3] and [B, N, 3], got {tuple(query.shape)} and {tuple(ref.shape)}"
+        )
     if not 0 < k <= ref.shape[1]:
         raise ValueError(f"k must be in [1, {ref.shape[1]}] for {ref.shape[1]} reference points, got {k}")
     dist = pairwise_sq_distances(query[..., :3], ref[..., :3])

@@ -94,8 +94,15 @@ class PointGPTConfig(PreTrainedConfig):
 
     def check(self) -> None:
         """Raise ValueError naming the first impossible value."""
-        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "num_points",
-                     "num_groups", "group_size"):
+        for name in (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "num_points",
+            "num_groups",
+            "group_size",
+        ):
             check_positive(self, name)
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(

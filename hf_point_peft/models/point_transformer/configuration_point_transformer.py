@@ -90,9 +90,19 @@ class PointTransformerConfig(PreTrainedConfig):
 
     def check(self) -> None:
         """Raise ValueError naming the first impossible value."""
-        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "num_points",
-                     "num_groups", "group_size", "encoder_dims", "position_hidden_size",
-                     "decoder_num_hidden_layers", "decoder_num_attention_heads"):
+        for name in (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "num_points",
+            "num_groups",
+            "group_size",
+            "encoder_dims",
+            "position_hidden_size",
+            "decoder_num_hidden_layers",
+            "decoder_num_attention_heads",
+        ):
             check_positive(self, name)
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
@@ -112,8 +122,14 @@ class PointTransformerConfig(PreTrainedConfig):
         check_widths(self, "patch_first_channels")
         check_widths(self, "patch_second_channels")
         check_widths(self, "classifier_hidden_sizes", allow_empty=True)
-        for name in ("drop_path_rate", "attention_dropout", "hidden_dropout", "classifier_dropout",
-                     "label_smoothing", "decoder_drop_path_rate"):
+        for name in (
+            "drop_path_rate",
+            "attention_dropout",
+            "hidden_dropout",
+            "classifier_dropout",
+            "label_smoothing",
+            "decoder_drop_path_rate",
+        ):
             check_probability(self, name)
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")

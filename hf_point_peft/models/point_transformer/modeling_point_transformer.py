@@ -86,7 +86,9 @@ class PointTransformerEmbeddings(nn.Module):
             nn.Linear(config.encoder_dims, config.hidden_size) if config.encoder_dims != config.hidden_size else None
         )
         self.position_embeddings = nn.Sequential(
-            nn.Linear(3, config.position_hidden_size), nn.GELU(), nn.Linear(config.position_hidden_size, config.hidden_size)
+            nn.Linear(3, config.position_hidden_size),
+            nn.GELU(),
+            nn.Linear(config.position_hidden_size, config.hidden_size),
         )
 
     def forward(self, points: torch.Tensor, generator: torch.Generator | None = None):
@@ -109,7 +111,9 @@ class PointTransformerLayer(GradientCheckpointingLayer):
         super().__init__()
         heads = num_heads or config.num_attention_heads
         self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.attn = SelfAttention(config.hidden_size, heads, config.qkv_bias, config.attention_dropout, config.hidden_dropout)
+        self.attn = SelfAttention(
+            config.hidden_size, heads, config.qkv_bias, config.attention_dropout, config.hidden_dropout
+        )
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = FeedForward(config.hidden_size, config.intermediate_size, config.hidden_act, config.hidden_dropout)
@@ -298,7 +302,9 @@ class PointTransformerDecoder(nn.Module):
         super().__init__()
         self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.position_embeddings = nn.Sequential(
-            nn.Linear(3, config.position_hidden_size), nn.GELU(), nn.Linear(config.position_hidden_size, config.hidden_size)
+            nn.Linear(3, config.position_hidden_size),
+            nn.GELU(),
+            nn.Linear(config.position_hidden_size, config.hidden_size),
         )
         self.encoder = PointTransformerEncoder(
             config, config.decoder_num_hidden_layers, config.decoder_drop_path_rate, config.decoder_num_attention_heads

@@ -1,0 +1,151 @@
+"""Convert official PointGPT checkpoints (pre-trained `GPT_Transformer.*` or fine-tuned) to the HF-format PointGPT.
+
+The official loader strips `module.`, `GPT_Transformer.` and `base_model.`, deletes `cls_head_finetune` and loads
+with `strict=False`. Here every key is mapped explicitly (the fine-tuned head is kept when its shape fits), dropped
+with a stated reason, or reported as unrecognised.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+
+from ..conversion import (
+    ConversionReport,
+    KeyRule,
+    apply_rules,
+    export_official,
+    load_converted_weights,
+    load_official_state_dict,
+    strip_prefixes,
+)
+from ..point_transformer.convert_point_transformer import save_converted
+from .configuration_point_gpt import PointGPTConfig
+from .modeling_point_gpt import PointGPTForClassification
+
+__all__ = ["convert_point_gpt_checkpoint", "export_point_gpt_state_dict", "point_gpt_config_from_state_dict"]
+
+_PREFIXES = ["GPT_Transformer.", "base_model."]
+_PARAM = r"weight|bias|running_mean|running_var|num_batches_tracked"
+
+
+def _stack_rules(official: str, ours: str) -> list[KeyRule]:
+    """GPT blocks (`nn.MultiheadAttention` + Sequential MLP) -> our fused-qkv blocks, and the stack's `ln_f`."""
+    layer = official + ".layers.{n:\\d+}."
+    target = ours + ".layers.{n}."
+    return [
+        KeyRule(layer + "{ln:ln_1|ln_2}.{param:weight|bias}", target + "{ln}.{param}"),
+        KeyRule(layer + "attn.in_proj_weight", target + "attn.qkv.weight"),
+        KeyRule(layer + "attn.in_proj_bias", target + "attn.qkv.bias"),
+        KeyRule(layer + "attn.out_proj.{param:weight|bias}", target + "attn.proj.{param}"),
+        KeyRule(layer + "mlp.0.{param:weight|bias}", target + "mlp.fc1.{param}"),
+        KeyRule(layer + "mlp.2.{param:weight|bias}", target + "mlp.fc2.{param}"),
+        KeyRule(official + ".ln_f.{param:weight|bias}", ours + ".ln_f.{param}"),
+    ]
+
+
+def _rules(with_generator: bool) -> list[KeyRule]:
+    unused = "present in the official model but unused by its forward"
+    rules = [
+        KeyRule(
+            "encoder.{conv:first_conv|second_conv}.{i:\\d+}.{param:" + _PARAM + "}",
+            "point_gpt.embeddings.patch_embeddings.{conv}.{i}.{param}",
+        ),
+        KeyRule("blocks.sos", "point_gpt.sos_token"),
+        KeyRule("sos_pos", "point_gpt.sos_position"),
+        KeyRule("cls_token", "point_gpt.cls_embedding.token"),
+        KeyRule("cls_pos", "point_gpt.cls_embedding.position"),
+        *_stack_rules("blocks", "point_gpt.encoder"),
+        KeyRule("blocks.cls_norm.{param:weight|bias}", "cls_norm.{param}"),
+        KeyRule("blocks.cls_head_finetune.{i:\\d+}.{param:" + _PARAM + "}", "classifier.{i}.{param}"),
+        KeyRule("blocks.increase_dim.{rest}", None, unused),
+        KeyRule("norm.{param:weight|bias}", None, unused),
+        KeyRule("generator_blocks.sos", None, unused),
+    ]
+    if with_generator:
+        rules += [
+            *_stack_rules("generator_blocks", "generator.decoder"),
+            KeyRule("generator_blocks.increase_dim.0.{param:weight|bias}", "generator.reconstruction_head.{param}"),
+        ]
+    else:
+        rules.append(KeyRule("generator_blocks.{rest}", None, "generator removed (generator_num_hidden_layers=0)"))
+    return rules
+
+
+def point_gpt_config_from_state_dict(state: Mapping[str, torch.Tensor], **overrides) -> PointGPTConfig:
+    """Infer width, depth, mini-PointNet widths, generator depth and head from shapes; heads from the size table."""
+    s = {key: state[orig] for key, orig in strip_prefixes(state, _PREFIXES).items()}
+    if "blocks.sos" not in s:
+        raise ValueError(f"not a PointGPT checkpoint: no 'blocks.sos' (first keys: {list(state)[:5]})")
+    width = s["blocks.sos"].shape[0]
+
+    def depth(prefix: str) -> int:
+        ids = [int(k.split(".")[2]) for k in s if k.startswith(prefix + ".layers.")]
+        return 1 + max(ids) if ids else 0
+
+    convs = sorted(
+        (int(k.split(".")[2]), v)
+        for k, v in s.items()
+        if k.startswith("encoder.first_conv.") and k.endswith(".weight") and v.dim() == 3
+    )
+    seconds = sorted(
+        (int(k.split(".")[2]), v)
+        for k, v in s.items()
+        if k.startswith("encoder.second_conv.") and k.endswith(".weight") and v.dim() == 3
+    )
+    heads = {384: 6, 768: 12, 1024: 16}.get(width, max(1, width // 64))
+    kwargs = {
+        "hidden_size": width,
+        "num_hidden_layers": depth("blocks"),
+        "num_attention_heads": heads,
+        "intermediate_size": s["blocks.layers.0.mlp.0.weight"].shape[0],
+        "patch_first_channels": [v.shape[0] for _, v in convs],
+        "patch_second_channels": [v.shape[0] for _, v in seconds[:-1]],
+        "num_channels": convs[0][1].shape[1],
+        "generator_num_hidden_layers": depth("generator_blocks"),
+        "fps_skip_sq_norm": 1e-3,
+    }
+    if "generator_blocks.increase_dim.0.weight" in s:
+        kwargs["group_size"] = s["generator_blocks.increase_dim.0.weight"].shape[0] // 3
+    head = sorted(
+        (int(k.split(".")[2]), v)
+        for k, v in s.items()
+        if k.startswith("blocks.cls_head_finetune.") and k.endswith(".weight")
+    )
+    if head:
+        linears = [v for _, v in head if v.dim() == 2]
+        kwargs["num_labels"] = linears[-1].shape[0]
+        kwargs["classifier_hidden_sizes"] = [w.shape[0] for w in linears[:-1]]
+        kwargs["classifier_batch_norm"] = any(v.dim() == 1 for _, v in head)
+    kwargs.update(overrides)
+    if "num_points" not in kwargs:
+        kwargs["num_points"] = max(1024, 16 * kwargs.get("num_groups", 64))
+    return PointGPTConfig(**kwargs)
+
+
+def convert_point_gpt_checkpoint(
+    checkpoint: str | os.PathLike | Mapping,
+    *,
+    output_dir: str | os.PathLike | None = None,
+    **config_overrides,
+) -> tuple[PointGPTForClassification, ConversionReport]:
+    """Convert an official PointGPT checkpoint into `PointGPTForClassification` (optionally saved to `output_dir`).
+    Pass `generator_num_hidden_layers=0` to drop the generator, `num_labels=...` for a new head."""
+    state = load_official_state_dict(checkpoint)
+    config = point_gpt_config_from_state_dict(state, **config_overrides)
+    report = ConversionReport(source="pointgpt")
+    mapping = apply_rules(strip_prefixes(state, _PREFIXES), _rules(config.generator_num_hidden_layers > 0), report)
+    model = PointGPTForClassification(config)
+    load_converted_weights(model, state, mapping, report)
+    model.eval()
+    if output_dir is not None:
+        save_converted(model, report, output_dir)
+    return model, report
+
+
+def export_point_gpt_state_dict(model: PointGPTForClassification) -> dict[str, torch.Tensor]:
+    """Our weights under the official fine-tuning key names (`encoder.*`, `blocks.layers.N.attn.in_proj_weight`, ...)."""
+    rules = [rule for rule in _rules(model.generator is not None) if rule.ours is not None]
+    return export_official(model.state_dict(), rules)

@@ -1,0 +1,230 @@
+"""Convert official Point-MAE / Point-BERT / ACT / ReCon checkpoints to the HF-format point transformer.
+
+The official loaders strip `module.` and one model prefix (`MAE_encoder.`, `ACT_encoder.`, `transformer_q.`,
+`base_model.`) and then load with `strict=False`, silently ignoring the rest. Here every key is mapped explicitly:
+used, dropped with a stated reason, or reported as unrecognised, and shapes are checked before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from ..conversion import (
+    ConversionReport,
+    KeyRule,
+    apply_rules,
+    export_official,
+    load_converted_weights,
+    load_official_state_dict,
+    strip_prefixes,
+)
+from .configuration_point_transformer import PointTransformerConfig
+from .modeling_point_transformer import PointTransformerForClassification, PointTransformerForMaskedModeling
+
+__all__ = [
+    "POINT_TRANSFORMER_SOURCES",
+    "convert_point_transformer_checkpoint",
+    "export_point_transformer_state_dict",
+    "point_transformer_config_from_state_dict",
+]
+
+POINT_TRANSFORMER_SOURCES = ("point-mae", "point-bert", "act", "recon")
+
+_PREFIXES = {
+    "point-mae": ["MAE_encoder.", "base_model."],
+    "point-bert": ["transformer_q.", "base_model."],
+    "act": ["ACT_encoder.", "base_model."],
+    "recon": ["MAE_encoder.", "base_model."],
+}
+
+_BLOCK_PART = r"norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2"
+_CONV_PARAM = r"weight|bias|running_mean|running_var|num_batches_tracked"
+
+
+def _encoder_rules(p: str) -> list[KeyRule]:
+    """The fine-tuning encoder shared by all four sources; `p` is our prefix to the encoder module."""
+    return [
+        KeyRule("cls_token", p + "cls_embedding.token"),
+        KeyRule("cls_pos", p + "cls_embedding.position"),
+        KeyRule(
+            "encoder.{conv:first_conv|second_conv}.{i:\\d+}.{param:" + _CONV_PARAM + "}",
+            p + "embeddings.patch_embeddings.{conv}.{i}.{param}",
+        ),
+        KeyRule("reduce_dim.{param:weight|bias}", p + "embeddings.reduce_dim.{param}"),
+        KeyRule("pos_embed.{i:0|2}.{param:weight|bias}", p + "embeddings.position_embeddings.{i}.{param}"),
+        KeyRule(
+            "blocks.blocks.{n:\\d+}.{part:" + _BLOCK_PART + "}.{param:weight|bias}",
+            p + "encoder.layers.{n}.{part}.{param}",
+        ),
+        KeyRule("norm.{param:weight|bias}", p + "norm.{param}"),
+    ]
+
+
+def _decoder_rules() -> list[KeyRule]:
+    """Point-MAE pre-training decoder -> PointTransformerForMaskedModeling."""
+    return [
+        KeyRule("mask_token", "decoder.mask_token"),
+        KeyRule("decoder_pos_embed.{i:0|2}.{param:weight|bias}", "decoder.position_embeddings.{i}.{param}"),
+        KeyRule(
+            "MAE_decoder.blocks.{n:\\d+}.{part:" + _BLOCK_PART + "}.{param:weight|bias}",
+            "decoder.encoder.layers.{n}.{part}.{param}",
+        ),
+        KeyRule("MAE_decoder.norm.{param:weight|bias}", "decoder.norm.{param}"),
+        KeyRule("increase_dim.0.{param:weight|bias}", "reconstruction_head.{param}"),
+    ]
+
+
+def _drop_rules(source: str, task: str) -> list[KeyRule]:
+    pretrain = "pre-training decoder (convert with task='masked-modeling' to keep it)"
+    rules: list[KeyRule] = []
+    if task == "classification" or source in ("point-bert", "act"):
+        rules += [
+            KeyRule("{name:MAE_decoder|ACT_decoder|decoder_pos_embed|increase_dim}.{rest}", None, pretrain),
+            KeyRule("mask_token", None, pretrain),
+        ]
+    if source == "point-bert":
+        rules += [
+            KeyRule("cls_head.{rest}", None, "Point-BERT MoCo projection head (dropped by the official loader)"),
+            KeyRule("lm_head.{rest}", None, "Point-BERT masked-token prediction head"),
+            KeyRule("{name:transformer_k|dvae}.{rest}", None, "Point-BERT momentum encoder / dVAE tokenizer"),
+            KeyRule("{name:queue|queue_ptr}", None, "Point-BERT MoCo queue"),
+        ]
+    if source == "act":
+        rules += [
+            KeyRule("{name:lm_head|cls_head|proj_head}.{rest}", None, "ACT pre-training heads"),
+            KeyRule("dvae_tokenizer.{rest}", None, "ACT frozen teacher tokenizer"),
+        ]
+    if source == "recon":
+        rules += [
+            KeyRule("{name:img_token|text_token|img_pos|text_pos}", None, "ReCon cross-modal tokens"),
+            KeyRule(
+                "blocks.blocks.{n:\\d+}.{part:norm1_contrast|norm2_contrast|mlp_contrast|attn_contrast}.{rest}",
+                None,
+                "ReCon contrast branch (the single-token encoder, as PointGST loads it, has none)",
+            ),
+            KeyRule("{name:img_proj|text_proj|img_encoder|text_encoder}.{rest}", None, "ReCon teacher projections"),
+            KeyRule(
+                "cls_head_finetune.{rest}", None, "ReCon's fine-tuning head reads 4 tokens; this head reads cls + max"
+            ),
+        ]
+    return rules
+
+
+def _check_source(source: str) -> None:
+    if source not in POINT_TRANSFORMER_SOURCES:
+        raise ValueError(f"unknown source {source!r}; choose one of {POINT_TRANSFORMER_SOURCES}")
+
+
+def _rules(source: str, task: str) -> list[KeyRule]:
+    _check_source(source)
+    if task not in ("classification", "masked-modeling"):
+        raise ValueError(f"task must be 'classification' or 'masked-modeling', got {task!r}")
+    rules = _drop_rules(source, task) + _encoder_rules("point_transformer.")
+    if task == "classification":
+        rules.append(KeyRule("cls_head_finetune.{i:\\d+}.{param:" + _CONV_PARAM + "}", "classifier.{i}.{param}"))
+    else:
+        rules += _decoder_rules()
+        rules.append(KeyRule("cls_head_finetune.{rest}", None, "fine-tuning head (not part of masked modeling)"))
+    return rules
+
+
+_DEFAULT_HEADS = {192: 3, 384: 6, 512: 8, 768: 12, 1024: 16}
+
+
+def point_transformer_config_from_state_dict(
+    state: Mapping[str, torch.Tensor], source: str, **overrides
+) -> PointTransformerConfig:
+    """Infer the architecture from tensor shapes (width, depth, encoder dims, mini-PointNet widths, head, group size);
+    what shapes cannot tell (heads, groups) comes from `overrides` or the official defaults."""
+    _check_source(source)
+    stripped = {key: state[orig] for key, orig in strip_prefixes(state, _PREFIXES[source]).items()}
+    if "norm.weight" not in stripped:
+        raise ValueError(
+            f"not a {source} encoder checkpoint: no 'norm.weight' after stripping {_PREFIXES[source]} "
+            f"(first keys: {list(state)[:5]})"
+        )
+    width = stripped["norm.weight"].shape[0]
+    depth = 1 + max(int(k.split(".")[2]) for k in stripped if k.startswith("blocks.blocks."))
+    first = [stripped["encoder.first_conv.0.weight"].shape[0], stripped["encoder.first_conv.3.weight"].shape[0]]
+    second = [stripped["encoder.second_conv.0.weight"].shape[0]]
+    kwargs = {
+        "hidden_size": width,
+        "num_hidden_layers": depth,
+        "num_attention_heads": _DEFAULT_HEADS.get(width, 6),
+        "intermediate_size": stripped["blocks.blocks.0.mlp.fc1.weight"].shape[0],
+        "encoder_dims": stripped["encoder.second_conv.3.weight"].shape[0],
+        "patch_first_channels": first,
+        "patch_second_channels": second,
+        "num_channels": stripped["encoder.first_conv.0.weight"].shape[1],
+        "qkv_bias": "blocks.blocks.0.attn.qkv.bias" in stripped,
+        "fps_skip_sq_norm": 1e-3,  # reproduce pointnet2_ops' FPS bit-exactly
+    }
+    if "increase_dim.0.weight" in stripped:
+        kwargs["group_size"] = stripped["increase_dim.0.weight"].shape[0] // 3
+    decoder_ids = [int(k.split(".")[2]) for k in stripped if k.startswith("MAE_decoder.blocks.")]
+    if decoder_ids:
+        kwargs["decoder_num_hidden_layers"] = 1 + max(decoder_ids)
+    head = sorted(
+        (int(k.split(".")[1]), k) for k in stripped if k.startswith("cls_head_finetune.") and k.endswith(".weight")
+    )
+    if head and source != "recon":
+        kwargs["num_labels"] = stripped[head[-1][1]].shape[0]
+        linears = [stripped[k] for _, k in head if stripped[k].dim() == 2]
+        kwargs["classifier_hidden_sizes"] = [w.shape[0] for w in linears[:-1]]
+        kwargs["classifier_batch_norm"] = any(stripped[k].dim() == 1 for _, k in head)
+    if source == "point-bert":
+        kwargs.setdefault("classifier_hidden_sizes", [256])
+        kwargs.setdefault("classifier_batch_norm", False)
+        kwargs["label_smoothing"] = 0.2
+    kwargs.update(overrides)
+    if "num_points" not in kwargs:
+        kwargs["num_points"] = max(1024, 16 * kwargs.get("num_groups", 64))
+    return PointTransformerConfig(**kwargs)
+
+
+def convert_point_transformer_checkpoint(
+    checkpoint: str | os.PathLike | Mapping,
+    source: str = "point-mae",
+    *,
+    task: str = "classification",
+    output_dir: str | os.PathLike | None = None,
+    **config_overrides,
+) -> tuple[PointTransformerForClassification | PointTransformerForMaskedModeling, ConversionReport]:
+    """Convert an official checkpoint (pre-trained or fine-tuned) into an HF model; optionally `save_pretrained`
+    it (config.json + model.safetensors + conversion_report.txt) to `output_dir`.
+
+    `config_overrides` set what the weights cannot tell, e.g. `num_groups=128, num_points=2048` for ScanObjectNN or
+    `num_labels=15` for a new head. Returns the model and the report of what happened to every key.
+    """
+    state = load_official_state_dict(checkpoint)
+    config = point_transformer_config_from_state_dict(state, source, **config_overrides)
+    report = ConversionReport(source=source)
+    mapping = apply_rules(strip_prefixes(state, _PREFIXES[source]), _rules(source, task), report)
+    model_cls = PointTransformerForClassification if task == "classification" else PointTransformerForMaskedModeling
+    model = model_cls(config)
+    load_converted_weights(model, state, mapping, report)
+    model.eval()
+    if output_dir is not None:
+        save_converted(model, report, output_dir)
+    return model, report
+
+
+def save_converted(model, report: ConversionReport, output_dir: str | os.PathLike) -> None:
+    """save_pretrained + a plain-text report of the key mapping next to the weights."""
+    out = Path(output_dir)
+    model.save_pretrained(out)
+    (out / "conversion_report.txt").write_text(report.summary() + "\n")
+
+
+def export_point_transformer_state_dict(
+    model: PointTransformerForClassification | PointTransformerForMaskedModeling, source: str = "point-mae"
+) -> dict[str, torch.Tensor]:
+    """Our weights under the official key names of `source` (the fine-tuning layout, e.g. `blocks.blocks.0...`;
+    decoder keys in the Point-MAE pre-training layout), e.g. to run them in the official code."""
+    task = "classification" if isinstance(model, PointTransformerForClassification) else "masked-modeling"
+    rules = [rule for rule in _rules(source, task) if rule.ours is not None]
+    return export_official(model.state_dict(), rules)
