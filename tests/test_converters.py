@@ -201,3 +201,38 @@ def test_convert_saves_folder_that_reloads(tmp_path):
     pts = cloud(seed=6)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(points=pts).logits, model(points=pts).logits, atol=0, rtol=0)
+
+
+def test_cli_convert(tmp_path, capsys):
+    from hf_point_peft.cli import main
+
+    torch.manual_seed(6)
+    official = OfficialPointGPT(depth=1, cls_dim=3, num_group=16, group_size=8)
+    path = tmp_path / "gpt.pth"
+    torch.save(official_checkpoint(official), path)
+    code = main(
+        [
+            "convert",
+            "--from",
+            "pointgpt",
+            str(path),
+            "--out",
+            str(tmp_path / "hf"),
+            "--no-generator",
+            "--num-groups",
+            "16",
+            "--group-size",
+            "8",
+            "--num-points",
+            "256",
+        ]
+    )
+    assert code == 0
+    assert "tensors used" in capsys.readouterr().out
+    reloaded = PointGPTForClassification.from_pretrained(tmp_path / "hf").eval()
+    official.eval()
+    pts = cloud(seed=7)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(points=pts).logits, official(pts), atol=3e-5, rtol=1e-4)
+    assert main(["convert", "--from", "point-mae", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "x")]) == 2
+    assert "not found" in capsys.readouterr().err

@@ -128,7 +128,7 @@ class PointTransformerLayer(GradientCheckpointingLayer):
 class PointTransformerEncoder(nn.Module):
     def __init__(self, config: PointTransformerConfig, depth: int, drop_path_rate: float, num_heads: int | None = None):
         super().__init__()
-        rates = torch.linspace(0, drop_path_rate, depth).tolist() if depth > 1 else [drop_path_rate] * depth
+        rates = [drop_path_rate * i / (depth - 1) for i in range(depth)] if depth > 1 else [drop_path_rate] * depth
         self.layers = nn.ModuleList([PointTransformerLayer(config, rate, num_heads) for rate in rates])
 
     def forward(self, hidden_states, position_embeddings, output_hidden_states: bool = False):
