@@ -14,6 +14,7 @@ from .models import (
     PointTransformerForMaskedModeling,
     PointTransformerModel,
 )
+from .tuners import PointGSTConfig, PointGSTModel
 
 __version__ = "0.1.0"
 
@@ -26,5 +27,7 @@ __all__ = [
     "PointTransformerForClassification",
     "PointTransformerForMaskedModeling",
     "PointTransformerModel",
+    "PointGSTConfig",
+    "PointGSTModel",
     "__version__",
 ]

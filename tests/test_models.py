@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tiny import TINY, n_params, points, tiny_gpt, tiny_transformer
 from transformers import AutoConfig, AutoModel
 
 import hf_point_peft  # noqa: F401  (registers the Auto classes)
@@ -15,36 +16,6 @@ from hf_point_peft import (
     PointTransformerForMaskedModeling,
     PointTransformerModel,
 )
-
-TINY = {
-    "hidden_size": 48,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "intermediate_size": 96,
-    "num_groups": 8,
-    "group_size": 8,
-    "num_points": 128,
-    "patch_first_channels": [16, 32],
-    "patch_second_channels": [32],
-}
-
-
-def tiny_transformer(**kw):
-    return PointTransformerConfig(
-        **{**TINY, "decoder_num_hidden_layers": 1, "decoder_num_attention_heads": 4, "num_labels": 5, **kw}
-    )
-
-
-def tiny_gpt(**kw):
-    return PointGPTConfig(**{**TINY, "generator_num_hidden_layers": 1, "num_labels": 5, **kw})
-
-
-def points(batch=3, n=128, seed=0, dtype=torch.float32):
-    return torch.randn(batch, n, 3, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
 
 
 def test_auto_classes_build_both_families():
@@ -93,13 +64,13 @@ def test_save_load_round_trip(tmp_path, factory, cls):
 def test_outputs_carry_hidden_states_and_centres():
     model = PointTransformerModel(tiny_transformer()).eval()
     out = model(points=points(), output_hidden_states=True)
-    assert out.last_hidden_state.shape == (3, 9, 48) and out.centres.shape == (3, 8, 3)
+    assert out.last_hidden_state.shape == (3, 17, 48) and out.centres.shape == (3, 16, 3)
     assert out.pooler_output.shape == (3, 96) and len(out.hidden_states) == 3 and out.num_prefix_tokens == 1
     # the first centre is input point 0 (official FPS start)
     assert torch.equal(out.centres[:, 0], points()[:, 0])
     gpt = PointGPTModel(tiny_gpt()).eval()
     g = gpt(points=points())
-    assert g.last_hidden_state.shape == (3, 10, 48) and g.num_prefix_tokens == 2
+    assert g.last_hidden_state.shape == (3, 18, 48) and g.num_prefix_tokens == 2
     assert torch.equal(g.centres[:, 0], points()[:, 0])  # the chain starts at the first FPS centre
 
 
@@ -120,7 +91,7 @@ def test_bad_points_raise_clear_errors(cls, factory):
         model(points=torch.zeros(2, 128, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="3-D"):
         model(points=torch.zeros(128, 3))
-    with pytest.raises(ValueError, match="needs at least 8"):
+    with pytest.raises(ValueError, match="needs at least 16"):
         model(points=torch.randn(2, 5, 3))
     bad = points()
     bad[1, 7, 2] = float("nan")
@@ -210,9 +181,9 @@ def test_masked_modeling_masks_and_learns():
     torch.manual_seed(0)
     model = PointTransformerForMaskedModeling(tiny_transformer(mask_ratio=0.5))
     out = model(points=points())
-    assert out.mask.shape == (3, 8) and (out.mask.sum(1) == 4).all()
-    assert out.reconstruction.shape == (3, 4, 8, 3) and out.target.shape == (3, 4, 8, 3)
-    fixed = torch.zeros(3, 8, dtype=torch.bool)
+    assert out.mask.shape == (3, 16) and (out.mask.sum(1) == 8).all()
+    assert out.reconstruction.shape == (3, 8, 8, 3) and out.target.shape == (3, 8, 8, 3)
+    fixed = torch.zeros(3, 16, dtype=torch.bool)
     fixed[:, :3] = True
     x = points()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -225,9 +196,9 @@ def test_masked_modeling_masks_and_learns():
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     block = PointTransformerForMaskedModeling(tiny_transformer(mask_type="block"))
-    assert (block(points=points()).mask.sum(1) == int(0.6 * 8)).all()
+    assert (block(points=points()).mask.sum(1) == int(0.6 * 16)).all()
     with pytest.raises(ValueError, match="same number of patches"):
-        uneven = torch.zeros(3, 8, dtype=torch.bool)
+        uneven = torch.zeros(3, 16, dtype=torch.bool)
         uneven[0, 0] = True
         model(points=x, bool_masked_pos=uneven)
 

@@ -1,0 +1,165 @@
+"""The peft `BaseTuner` shared by the point-cloud methods that wrap the blocks of a point backbone.
+
+It resolves placements from the model family, wraps blocks with the method's block layer and the tokenizer's frozen
+BatchNorms with the method's statistics layer, installs the one forward hook that captures the token centres into
+a shared context, refuses to merge (the methods depend on the input), and removes the hook on unload.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+
+from peft.tuners.tuners_utils import BaseTuner, _ExcludedModule, check_target_module_exists
+from torch import nn
+
+from .backbones import find_module, get_backbone, model_width
+from .context import CentresContext, install_centres_hook, remove_centres_hooks
+
+__all__ = ["PointTuner"]
+
+_NOT_MERGEABLE = (
+    "{name} adapters depend on the input point cloud (they are computed from the token centres of each forward), so "
+    "they cannot be merged into the base weights. Use unload() to get the base model back, or keep the PEFT model."
+)
+
+
+class PointTuner(BaseTuner):
+    """Subclasses set `prefix`, `tuner_layer_cls`, `block_layer_cls`, `bn_layer_cls` and `method_name`."""
+
+    uses_shared_state = True
+    target_module_mapping: dict = {}
+    block_layer_cls: type[nn.Module]
+    bn_layer_cls: type[nn.Module]
+    method_name = "point"
+
+    # ---------------------------------------------------------------- shared context
+    @property
+    def point_context(self) -> CentresContext:
+        context = self.__dict__.get("_point_context")
+        if context is None:
+            context = CentresContext()
+            self.__dict__["_point_context"] = context
+        return context
+
+    # ---------------------------------------------------------------- config resolution
+    def _prepare_adapter_config(self, peft_config, model_config: dict):
+        model_type = model_config.get("model_type")
+        backbone = get_backbone(model_type)
+        width = model_width(model_config)
+        if peft_config.base_hidden_size is not None and width is not None and peft_config.base_hidden_size != width:
+            raise ValueError(
+                f"this {self.method_name} adapter was made for a base of width {peft_config.base_hidden_size}, but the "
+                f"model has width {width} ({model_type}); load it onto a base of width {peft_config.base_hidden_size}"
+            )
+        if peft_config.base_model_type is not None and model_type and peft_config.base_model_type != model_type:
+            raise ValueError(
+                f"this {self.method_name} adapter was made for a {peft_config.base_model_type!r} base, but the model is "
+                f"{model_type!r}"
+            )
+        if backbone is None and (peft_config.target_modules is None or peft_config.tokenizer_module is None):
+            from .backbones import POINT_BACKBONES
+
+            raise ValueError(
+                f"{self.method_name} knows the model types {sorted(POINT_BACKBONES)}; for model_type {model_type!r} "
+                "set target_modules (the blocks), tokenizer_module (the module returning the token centres) and "
+                "num_prefix_tokens in the config"
+            )
+        if backbone is not None:
+            if peft_config.target_modules is None:
+                peft_config.target_modules = backbone.layers_pattern()
+            if peft_config.modules_to_save is None:
+                peft_config.modules_to_save = backbone.default_modules_to_save()
+            if peft_config.num_prefix_tokens is None:
+                peft_config.num_prefix_tokens = backbone.num_prefix_tokens
+            if peft_config.block_norm is None:
+                peft_config.block_norm = backbone.block_norm
+        if peft_config.num_prefix_tokens is None:
+            raise ValueError(f"set num_prefix_tokens in the {self.method_name} config for model_type {model_type!r}")
+        peft_config.base_hidden_size = width if width is not None else peft_config.base_hidden_size
+        peft_config.base_model_type = model_type or peft_config.base_model_type
+        return peft_config
+
+    def _prepare_model(self, peft_config, model: nn.Module) -> None:
+        backbone = get_backbone(getattr(getattr(model, "config", None), "model_type", None))
+        if peft_config.tokenizer_module is None:
+            peft_config.tokenizer_module = find_module(model, backbone.tokenizer)[0]
+        name, tokenizer = find_module(model, peft_config.tokenizer_module)
+        peft_config.tokenizer_module = name
+        install_centres_hook(tokenizer, self.point_context)
+        self._bn_targets = {
+            f"{name}.{sub}" if sub else name
+            for sub, module in tokenizer.named_modules()
+            if isinstance(module, self.bn_layer_cls)  # already wrapped for an earlier adapter
+            or (isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats)
+        }
+
+    # ---------------------------------------------------------------- matching
+    def _check_target_module_exists(self, peft_config, key: str):
+        plain = copy.copy(peft_config)
+        plain.layers_to_transform = None  # peft's layer-index regex needs a child after the index; ours end there
+        result = check_target_module_exists(plain, key)
+        if result and not isinstance(result, _ExcludedModule) and peft_config.layers_to_transform is not None:
+            match = re.search(r"\.(\d+)$", key)
+            if match is None or int(match.group(1)) not in peft_config.layers_to_transform:
+                return False
+        if not result and key in getattr(self, "_bn_targets", ()):
+            return True
+        return result
+
+    def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key, **kwargs):
+        if isinstance(target, self.bn_layer_cls):
+            target.update_layer(adapter_name, peft_config.backbone_bn_stats)
+            return
+        if isinstance(target, self.block_layer_cls):
+            target.update_layer(adapter_name, peft_config)
+            return
+        if isinstance(target, nn.modules.batchnorm._BatchNorm):
+            new_module = self.bn_layer_cls(target, adapter_name, peft_config.backbone_bn_stats)
+        else:
+            if peft_config.block_norm is not None and not isinstance(
+                getattr(target, peft_config.block_norm, None), nn.Module
+            ):
+                raise ValueError(
+                    f"target block {current_key!r} ({type(target).__name__}) has no submodule {peft_config.block_norm!r}; "
+                    "set block_norm to the name of its LayerNorm before the FFN"
+                )
+            new_module = self.block_layer_cls(target, adapter_name, peft_config, self.point_context)
+        if adapter_name not in self.active_adapters:
+            new_module.requires_grad_(False)
+        self._replace_module(parent, target_name, new_module, target)
+
+    def _replace_module(self, parent, child_name, new_module, child) -> None:
+        """Swap `child` for `new_module`, placing new adapter weights on the wrapped module's device.
+
+        peft's default copies `child.weight` onto unwrapped modules, which blocks, BatchNorm wrappers and the
+        weight-less modules_to_save of point models (the head Sequential, the cls-token module) do not have."""
+        setattr(parent, child_name, new_module)
+        if hasattr(child, "base_layer"):
+            child = child.base_layer
+        reference = next(itertools.chain(child.parameters(), child.buffers()), None)
+        if reference is None:
+            return
+        for name, module in new_module.named_modules():
+            if self.prefix in name:
+                module.to(reference.device)
+
+    # ---------------------------------------------------------------- no merging, clean unloading
+    def _check_merge_allowed(self):
+        raise ValueError(_NOT_MERGEABLE.format(name=self.method_name))
+
+    def merge_and_unload(self, *args, **kwargs):
+        raise ValueError(_NOT_MERGEABLE.format(name=self.method_name))
+
+    def merge_adapter(self, *args, **kwargs) -> None:
+        raise ValueError(_NOT_MERGEABLE.format(name=self.method_name))
+
+    def unload(self) -> nn.Module:
+        remove_centres_hooks(self.model, self.point_context)
+        return super().unload()
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)
+        if not self.peft_config:
+            remove_centres_hooks(self.model, self.point_context)

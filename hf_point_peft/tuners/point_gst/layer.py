@@ -1,0 +1,190 @@
+"""PointGST layers: the spectral adapter (PCSA) wrapped around a block, and the per-adapter BatchNorm statistics."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+
+from ...geometry.spectral import GraphBases, graph_bases
+from ..bn_stats import BatchNormStatsMixin
+from ..context import CentresContext
+from .config import PointGSTConfig
+
+__all__ = ["PointGSTBatchNorm", "PointGSTBlock", "PointGSTLayer", "SpectralAdapter"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class PointGSTLayer(BaseTunerLayer):
+    """Marker base of every PointGST tuner layer (blocks and BatchNorm statistics)."""
+
+    adapter_layer_names: tuple[str, ...] = ("point_gst_adapter",)
+    other_param_names: tuple[str, ...] = ("point_gst_graph",)
+
+
+class SpectralAdapter(nn.Module):
+    """One PCSA (specs/pointgst.md §2): down -> SiLU, plus a global and a local spectral branch on the patch tokens
+    sharing `adapt1`, -> up. Prefix tokens (cls; sos + cls) only get up(SiLU(down(x)))."""
+
+    def __init__(self, width: int, rank: int, transform: str, init_weights: bool = True):
+        super().__init__()
+        self.transform = transform
+        self.down = nn.Linear(width, rank)
+        self.up = nn.Linear(rank, width)
+        self.adapt1 = nn.Linear(rank, rank)
+        self.norm_g = nn.LayerNorm(rank)
+        self.norm_l = nn.LayerNorm(rank)
+        nn.init.xavier_uniform_(self.down.weight)
+        for linear in (self.up, self.adapt1):
+            if init_weights:  # official: exactly zero output at step 0
+                nn.init.zeros_(linear.weight)
+                nn.init.zeros_(linear.bias)
+            else:
+                nn.init.normal_(linear.weight, std=0.02)
+                nn.init.normal_(linear.bias, std=0.02)
+
+    def _spec(self, z: torch.Tensor, v: torch.Tensor, inverse: bool) -> torch.Tensor:
+        # official: forward U z, inverse U^T z; paper: forward U^T z, inverse U z
+        transpose = (self.transform == "paper") != inverse
+        return (v.transpose(-1, -2) if transpose else v) @ z
+
+    def _branch(self, s: torch.Tensor, v: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+        # the spectral matmuls run in float32 (float64 for a float64 model), never in half precision
+        dtype = torch.float64 if s.dtype == torch.float64 else torch.float32
+        v = v.to(dtype)
+        with torch.autocast(device_type=s.device.type, enabled=False):
+            f = self._spec(s.to(dtype), v, inverse=False)
+        f = f + F.silu(self.adapt1(norm(f)))
+        with torch.autocast(device_type=s.device.type, enabled=False):
+            return self._spec(f.to(dtype), v, inverse=True)
+
+    def forward(self, x: torch.Tensor, bases: GraphBases, num_prefix: int) -> torch.Tensor:
+        h = self.down(x)
+        s = h[:, num_prefix:]
+        batch, groups, rank = s.shape
+        if groups != bases.global_basis.shape[-1]:
+            raise ValueError(
+                f"the block sees {groups} patch tokens after {num_prefix} prefix tokens, but the tokenizer produced "
+                f"{bases.global_basis.shape[-1]} centres; check num_prefix_tokens"
+            )
+        global_out = self._branch(s, bases.global_basis, self.norm_g)
+        k = bases.local_basis.shape[-1]
+        local_in = s.gather(1, bases.perm.unsqueeze(-1).expand(-1, -1, rank)).reshape(batch, groups // k, k, rank)
+        local_out = self._branch(local_in, bases.local_basis, self.norm_l).reshape(batch, groups, rank)
+        local_out = local_out.gather(1, bases.inv.unsqueeze(-1).expand(-1, -1, rank))
+        a = F.silu(h)
+        patches = a[:, num_prefix:] + (global_out + local_out).to(a.dtype)
+        return self.up(torch.cat([a[:, :num_prefix], patches], dim=1))
+
+
+class _InputCapture:
+    """Forward pre-hook that remembers the first positional input of a module."""
+
+    def __init__(self) -> None:
+        self.value: torch.Tensor | None = None
+
+    def __call__(self, module: nn.Module, args: tuple) -> None:
+        self.value = args[0]
+
+
+def _build_bases(config_key: tuple, centres: torch.Tensor) -> GraphBases:
+    _, local_size, curve, distance, scale, kind, eigh_dtype, eps = config_key
+    with torch.no_grad(), torch.autocast(device_type=centres.device.type, enabled=False):
+        return graph_bases(
+            centres.float(),
+            local_size=local_size,
+            curve=curve,
+            distance=distance,
+            scale=scale,
+            kind=kind,
+            eigh_dtype=_DTYPES[eigh_dtype],
+            degenerate_eps=eps,
+        )
+
+
+class PointGSTBlock(nn.Module, PointGSTLayer):
+    """A transformer block with PCSA adapters in parallel with its FFN (specs/pointgst.md §3): the adapters read the
+    input of the block's second LayerNorm (the residual stream after attention) and their output is added to the
+    block output. Works for the pre-LN Point-MAE blocks and PointGPT's normed-residual blocks alike."""
+
+    def __init__(self, base_layer: nn.Module, adapter_name: str, config: PointGSTConfig, context: CentresContext):
+        super().__init__()
+        self.base_layer = base_layer
+        self.point_gst_adapter = nn.ModuleDict()
+        self.point_gst_graph: dict[str, tuple] = {}
+        self.context = context
+        self.block_norm = config.block_norm
+        self.num_prefix = config.num_prefix_tokens
+        norm = getattr(base_layer, config.block_norm)
+        self.width = int(norm.normalized_shape[0]) if hasattr(norm, "normalized_shape") else int(norm.weight.shape[0])
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, config)
+
+    def update_layer(self, adapter_name: str, config: PointGSTConfig) -> None:
+        adapter = SpectralAdapter(self.width, config.rank, config.spectral_transform, config.init_weights)
+        reference = next(self.base_layer.parameters(), None)
+        if reference is not None:
+            adapter.to(reference.device)
+        self.point_gst_adapter[adapter_name] = adapter
+        self.point_gst_graph[adapter_name] = config.graph_key
+        self.set_adapter(self.active_adapters)
+
+    def _active(self) -> list[str]:
+        if self.disable_adapters:
+            return []
+        return [name for name in self.active_adapters if name in self.point_gst_adapter]
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        active = self._active()
+        if not active:
+            return self.base_layer(hidden_states, *args, **kwargs)
+        base = self.base_layer
+        if self.training and getattr(base, "gradient_checkpointing", False):
+            # checkpoint the block *and* its adapters as one unit (the adapters read a mid-block tensor)
+            return base._gradient_checkpointing_func(
+                partial(self._adapted_forward, active, **kwargs), hidden_states, *args
+            )
+        return self._adapted_forward(active, hidden_states, *args, **kwargs)
+
+    def _adapted_forward(self, active: list[str], hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        base = self.base_layer
+        capture = _InputCapture()
+        handle = getattr(base, self.block_norm).register_forward_pre_hook(capture)
+        checkpointing = getattr(base, "gradient_checkpointing", False)
+        try:
+            if checkpointing:
+                base.gradient_checkpointing = False  # already inside our checkpoint (or not training)
+            output = base(hidden_states, *args, **kwargs)
+        finally:
+            handle.remove()
+            if checkpointing:
+                base.gradient_checkpointing = True
+        if capture.value is None:
+            raise RuntimeError(f"{type(base).__name__}.{self.block_norm} was not called during the block forward")
+        for name in active:
+            key = self.point_gst_graph[name]
+            bases = self.context.get(key, partial(_build_bases, key))
+            output = output + self.point_gst_adapter[name](capture.value, bases, self.num_prefix).to(output.dtype)
+        return output
+
+    def merge(self, *args, **kwargs) -> None:
+        raise ValueError("PointGST adapters depend on the input and cannot be merged; use unload()")
+
+    def unmerge(self) -> None:
+        return None
+
+
+class PointGSTBatchNorm(BatchNormStatsMixin, nn.Module, PointGSTLayer):
+    """Per-adapter running statistics of a frozen backbone BatchNorm (`backbone_bn_stats`)."""
+
+    stats_prefix = "point_gst_bn_"
+
+    def __init__(self, base_layer: nn.Module, adapter_name: str, mode: str):
+        super().__init__()
+        self._init_stats(base_layer)
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, mode)
