@@ -63,14 +63,33 @@ class MiniPointNet(nn.Module):
         self.first_conv = _pointwise_mlp([in_channels, *first_channels])
         self.second_conv = _pointwise_mlp([2 * first_channels[-1], *second_channels, out_channels])
 
+    chunk_points = 1 << 15  # points per chunk of the layers after the last BatchNorm (bounds peak memory)
+
     def forward(self, neighbourhoods: torch.Tensor) -> torch.Tensor:
         batch, groups, size, channels = neighbourhoods.shape
         x = neighbourhoods.reshape(batch * groups, size, channels).transpose(1, 2)
-        feature = self.first_conv(x)
-        pooled = feature.amax(dim=2, keepdim=True)
-        feature = torch.cat([pooled.expand(-1, -1, size), feature], dim=1)
-        feature = self.second_conv(feature)
-        return feature.amax(dim=2).reshape(batch, groups, -1)
+        local = self.first_conv(x)
+        pooled = local.amax(dim=2, keepdim=True)
+        # conv(concat(global, local)) == W_global @ global + W_local @ local: same result without materialising the
+        # concatenation, the largest tensor of the tokenizer
+        layers = list(self.second_conv)
+        fuse = layers[0]
+        mid = local.shape[1]
+        hidden = F.conv1d(local, fuse.weight[:, mid:])
+        del local
+        hidden = hidden.add_(F.conv1d(pooled, fuse.weight[:, :mid], fuse.bias))
+        rest = layers[1:]
+        last_norm = max((i for i, m in enumerate(rest) if isinstance(m, nn.modules.batchnorm._BatchNorm)), default=-1)
+        for layer in rest[: last_norm + 1]:  # BatchNorm needs the statistics of the whole batch
+            hidden = layer(hidden)
+        tail = rest[last_norm + 1 :]
+        chunk = max(1, self.chunk_points // size)
+        outputs = []
+        for part in hidden.split(chunk, dim=0):
+            for layer in tail:
+                part = F.relu(part) if isinstance(layer, nn.ReLU) else layer(part)
+            outputs.append(part.amax(dim=2))
+        return torch.cat(outputs, dim=0).reshape(batch, groups, -1)
 
 
 class ClsEmbedding(nn.Module):

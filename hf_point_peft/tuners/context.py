@@ -9,6 +9,7 @@ hook is an instance of a module-level class, so the PEFT model still pickles and
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -25,6 +26,7 @@ class CentresContext:
         self.centres: torch.Tensor | None = None
         self._cache: dict[Hashable, Any] = {}
         self.builds = 0  # how many derived values were built (observability for tests and benchmarks)
+        self.build_seconds = 0.0  # wall time spent building them (device-synchronised)
 
     def set_centres(self, centres: torch.Tensor) -> None:
         self.centres = centres.detach()
@@ -38,13 +40,17 @@ class CentresContext:
                 "(call the PEFT model with points=...)"
             )
         if key not in self._cache:
+            start = time.perf_counter()
             self._cache[key] = build(self.centres)
+            if self.centres.is_cuda:
+                torch.cuda.synchronize(self.centres.device)
+            self.build_seconds += time.perf_counter() - start
             self.builds += 1
         return self._cache[key]
 
     def __getstate__(self) -> dict:
         # per-forward tensors are not part of a model's state
-        return {"centres": None, "_cache": {}, "builds": 0}
+        return {"centres": None, "_cache": {}, "builds": 0, "build_seconds": 0.0}
 
 
 class CentresHook:

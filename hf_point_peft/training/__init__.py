@@ -1,0 +1,1 @@
+"""Training, evaluation, checkpointing and benchmarking of point-cloud fine-tuning methods."""
