@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .data import AUGMENTATIONS
 
 __all__ = ["build_parser", "main"]
 
@@ -84,7 +89,341 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-_REGISTRARS: list[Callable] = [_add_convert]
+def _key_values(items: list[str] | None, flag: str) -> dict:
+    """`key=value` pairs; values are read as JSON when they parse (numbers, booleans, lists), else as strings."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"error: {flag} expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = value
+    return out
+
+
+def _add_training_flags(p: argparse.ArgumentParser, defaults) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs (default %(default)s)")
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help="global batch size, split across processes (default %(default)s)",
+    )
+    g.add_argument(
+        "--lr", type=float, default=defaults.learning_rate, help="peak learning rate of AdamW (default %(default)s)"
+    )
+    g.add_argument(
+        "--weight-decay",
+        type=float,
+        default=defaults.weight_decay,
+        help="AdamW weight decay, not on biases / 1-D / tokens (default %(default)s)",
+    )
+    g.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=defaults.warmup_epochs,
+        help="linear warm-up before the cosine decay (default %(default)s)",
+    )
+    g.add_argument(
+        "--min-lr",
+        type=float,
+        default=defaults.min_learning_rate,
+        help="final learning rate of the cosine (default %(default)s)",
+    )
+    g.add_argument(
+        "--num-points",
+        type=int,
+        default=defaults.num_points,
+        help="points per cloud fed to the model (default %(default)s)",
+    )
+    g.add_argument(
+        "--augmentation",
+        choices=AUGMENTATIONS,
+        default=defaults.augmentation,
+        help="training augmentation (default %(default)s)",
+    )
+    g.add_argument(
+        "--mixed-precision",
+        choices=("no", "bf16", "fp16"),
+        default=defaults.mixed_precision,
+        help="autocast precision (default %(default)s)",
+    )
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="seed of data order, augmentation and init (default %(default)s)",
+    )
+    g.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
+    g.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    g.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+
+
+def _add_finetune(sub) -> None:
+    from .data import AUGMENTATIONS, DATASETS  # noqa: F401
+    from .training.job import FinetuneJob
+    from .training.methods import METHODS
+
+    job = FinetuneJob()
+    t = job.training
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a point backbone with a PEFT method (no arguments: the embedded offline default)",
+        description=(
+            "Fine-tune a point-cloud classifier and write <output-dir>/adapter (PEFT methods) or <output-dir>/model, "
+            "with a model card, metrics.json, learning_curves.png and per-epoch checkpoints. With no arguments it runs "
+            "PointGST on the embedded pre-trained backbone and the synthetic shapes, offline, in minutes on a CPU. "
+            "Reported protocol: final-epoch test accuracy, single view; the best epoch on a validation split carved "
+            "from the training data is reported beside it. Runs under `accelerate launch` / `torchrun` unchanged."
+        ),
+    )
+    p.add_argument(
+        "--method", choices=sorted(METHODS), default=job.method, help="fine-tuning method (default %(default)s)"
+    )
+    p.add_argument(
+        "--backbone",
+        default=job.backbone,
+        help="'embedded' (the packaged pre-trained backbone), 'scratch' (its architecture, random weights), a model "
+        "folder or a Hub id (default %(default)s)",
+    )
+    p.add_argument("--dataset", choices=DATASETS, default=job.dataset, help="dataset (default %(default)s)")
+    p.add_argument("--data-path", help="folder of the real dataset files (or of a save_to_disk DatasetDict)")
+    p.add_argument("--output-dir", default=t.output_dir, help="where everything is written (default %(default)s)")
+    p.add_argument(
+        "--method-option", action="append", metavar="KEY=VALUE", help="method config field, e.g. rank=16 (repeatable)"
+    )
+    p.add_argument(
+        "--dataset-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="dataset reader option, e.g. train_per_class=40 (repeatable)",
+    )
+    p.add_argument(
+        "--model-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="backbone config override, e.g. drop_path_rate=0.1 (repeatable)",
+    )
+    p.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=t.validation_fraction,
+        help="share of the training split held out for validation (default %(default)s)",
+    )
+    p.add_argument("--vote", type=int, default=t.vote, help="test-time voting views (default 0: single view)")
+    p.add_argument(
+        "--grad-accum",
+        type=int,
+        default=t.gradient_accumulation_steps,
+        help="gradient accumulation steps (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-grad-norm",
+        type=float,
+        default=t.max_grad_norm,
+        help="gradient clipping norm, 0 = off (default %(default)s)",
+    )
+    p.add_argument(
+        "--eval-batch-size", type=int, default=t.eval_batch_size, help="evaluation batch size (default %(default)s)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=t.num_workers, help="data-loader worker processes (default %(default)s)"
+    )
+    p.add_argument("--max-steps-per-epoch", type=int, help="cap the optimizer steps per epoch (quick runs)")
+    _add_training_flags(p, t)
+    p.set_defaults(func=_run_finetune)
+
+
+def _training_args(args):
+    from .training.loop import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=args.output_dir,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        eval_batch_size=getattr(args, "eval_batch_size", 64),
+        learning_rate=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs,
+        min_learning_rate=args.min_lr,
+        max_grad_norm=getattr(args, "max_grad_norm", 10.0),
+        gradient_accumulation_steps=getattr(args, "grad_accum", 1),
+        mixed_precision=args.mixed_precision,
+        seed=args.seed,
+        num_points=args.num_points,
+        augmentation=args.augmentation,
+        validation_fraction=getattr(args, "validation_fraction", 0.1),
+        vote=getattr(args, "vote", 0),
+        num_workers=getattr(args, "workers", 0),
+        resume=args.resume,
+        max_steps_per_epoch=getattr(args, "max_steps_per_epoch", None),
+        cpu=args.cpu,
+        progress=not args.no_progress,
+    )
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    from .training.job import FinetuneJob, run_finetune
+
+    job = FinetuneJob(
+        method=args.method,
+        backbone=args.backbone,
+        dataset=args.dataset,
+        data_path=args.data_path,
+        dataset_options=_key_values(args.dataset_option, "--dataset-option"),
+        method_options=_key_values(args.method_option, "--method-option"),
+        model_options=_key_values(args.model_option, "--model-option"),
+        training=_training_args(args),
+        command="point-peft " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    run_finetune(job)
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    from .data import DATASETS
+
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a saved adapter or model on a dataset's test split",
+        description=(
+            "Load an adapter folder written by `finetune` (onto the base model it records, or --backbone) or a full "
+            "model folder, and report test accuracy with deterministic preprocessing (FPS to --num-points, no "
+            "augmentation; --vote N averages N random views). Reproduces the accuracy printed by `finetune`."
+        ),
+    )
+    p.add_argument("path", help="adapter folder (adapter_config.json) or model folder (config.json)")
+    p.add_argument("--backbone", help="base model folder for an adapter (default: the one recorded in the adapter)")
+    p.add_argument("--dataset", choices=DATASETS, help="dataset (default: the one recorded by finetune)")
+    p.add_argument("--data-path", help="folder of the real dataset files")
+    p.add_argument("--dataset-option", action="append", metavar="KEY=VALUE", help="dataset reader option (repeatable)")
+    p.add_argument("--split", default="test", help="split to evaluate (default %(default)s)")
+    p.add_argument("--num-points", type=int, help="points per cloud (default: the training value)")
+    p.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default %(default)s)")
+    p.add_argument("--vote", type=int, default=0, help="test-time voting views (default 0: single view)")
+    p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no", help="autocast precision")
+    p.add_argument("--cpu", action="store_true", help="evaluate on the CPU even when a GPU is present")
+    p.add_argument("--output", help="also write the metrics to this JSON file")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .training.inference import evaluate_saved
+
+    metrics = evaluate_saved(
+        args.path,
+        backbone=args.backbone,
+        dataset=args.dataset,
+        data_path=args.data_path,
+        dataset_options=_key_values(args.dataset_option, "--dataset-option"),
+        split=args.split,
+        num_points=args.num_points,
+        batch_size=args.batch_size,
+        vote=args.vote,
+        mixed_precision=args.mixed_precision,
+        cpu=args.cpu,
+    )
+    print(json.dumps(metrics, indent=2))
+    if args.output:
+        Path(args.output).write_text(json.dumps(metrics, indent=2) + "\n")
+    return 0
+
+
+def _add_pretrain(sub) -> None:
+    from .data import AUGMENTATIONS, DATASETS  # noqa: F401
+    from .training.pretrain import PretrainJob
+
+    job = PretrainJob()
+    p = sub.add_parser(
+        "pretrain",
+        help="pre-train a point transformer with masked point modeling (Point-MAE)",
+        description=(
+            "Masked point modeling: mask a ratio of the patches, reconstruct their points with a light decoder, "
+            "Chamfer-L2 loss. Writes <output-dir>/encoder (config.json + model.safetensors), usable as --backbone "
+            "of finetune, plus per-epoch checkpoints and pretrain_metrics.json."
+        ),
+    )
+    p.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default=job.dataset,
+        help="dataset whose train split is used (default %(default)s)",
+    )
+    p.add_argument("--data-path", help="folder of the real dataset files")
+    p.add_argument(
+        "--dataset-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="dataset option, e.g. train_per_class=400 seed=1 (repeatable)",
+    )
+    p.add_argument(
+        "--model-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="PointTransformerConfig field, e.g. hidden_size=192 (repeatable)",
+    )
+    p.add_argument("--output-dir", default=job.output_dir, help="output folder (default %(default)s)")
+    _add_training_flags(p, job)
+    p.set_defaults(func=_run_pretrain)
+
+
+def _run_pretrain(args: argparse.Namespace) -> int:
+    from .training.pretrain import PretrainJob, run_pretrain
+
+    job = PretrainJob(
+        dataset=args.dataset,
+        data_path=args.data_path,
+        dataset_options=_key_values(args.dataset_option, "--dataset-option"),
+        model_config=_key_values(args.model_option, "--model-option"),
+        output_dir=args.output_dir,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs,
+        min_learning_rate=args.min_lr,
+        num_points=args.num_points,
+        augmentation=args.augmentation,
+        mixed_precision=args.mixed_precision,
+        seed=args.seed,
+        resume=args.resume,
+        cpu=args.cpu,
+        progress=not args.no_progress,
+    )
+    run_pretrain(job)
+    return 0
+
+
+def _add_push(sub) -> None:
+    p = sub.add_parser(
+        "push",
+        help="upload a saved adapter or model folder to the Hugging Face Hub",
+        description=(
+            "Create the repository if needed and upload the folder (adapter_config.json + adapter_model.safetensors "
+            "+ README.md model card) through huggingface_hub, as PeftModel.push_to_hub does. Needs a token "
+            "(HF_TOKEN or `hf auth login`)."
+        ),
+    )
+    p.add_argument("path", help="adapter or model folder written by finetune")
+    p.add_argument("repo_id", help="target repository, e.g. user/pointgst-scanobjectnn")
+    p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.add_argument("--token", help="Hub token (default: the stored login or HF_TOKEN)")
+    p.add_argument("--message", help="commit message")
+    p.set_defaults(func=_run_push)
+
+
+def _run_push(args: argparse.Namespace) -> int:
+    from .hub import push_folder
+
+    url = push_folder(args.path, args.repo_id, private=args.private, token=args.token, commit_message=args.message)
+    print(f"pushed {args.path} to {args.repo_id}: {url}")
+    return 0
+
+
+_REGISTRARS: list[Callable] = [_add_finetune, _add_evaluate, _add_pretrain, _add_convert, _add_push]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,12 +437,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_library_progress() -> None:
+    """Our own tqdm shows training progress; the per-call bars of datasets / transformers are noise here."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_library_progress()
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -11,6 +11,7 @@ from transformers.activations import ACT2FN
 from ..geometry import group_points, validate_points
 
 __all__ = [
+    "BatchNorm1d",
     "ClassificationHead",
     "ClsEmbedding",
     "DropPath",
@@ -18,7 +19,70 @@ __all__ = [
     "MiniPointNet",
     "SelfAttention",
     "group_cloud",
+    "synced_batch_norm",
 ]
+
+
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    if t.requires_grad:
+        from torch.distributed.nn.functional import all_reduce
+
+        return all_reduce(t)
+    t = t.clone()
+    dist.all_reduce(t)
+    return t
+
+
+def synced_batch_norm(
+    x: torch.Tensor,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    momentum: float,
+    eps: float,
+) -> torch.Tensor:
+    """Training-mode batch norm whose statistics cover the whole global batch when torch.distributed is initialised
+    (any backend, CPU included; torch's SyncBatchNorm is GPU-only). Two passes (mean, then centred squares) keep
+    the variance accurate; running statistics get the unbiased variance, as in `nn.BatchNorm1d`."""
+    dims = [0, *range(2, x.dim())]
+    shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+    local = torch.cat([x.sum(dims), x.new_tensor([x.numel() / x.shape[1]])])
+    total = _all_reduce(local)
+    count = total[-1]
+    mean = total[:-1] / count
+    centred = x - mean.view(shape)
+    var = _all_reduce(centred.square().sum(dims)) / count
+    if running_mean is not None and running_var is not None:
+        with torch.no_grad():
+            running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
+            unbiased = var.detach() * count / (count - 1).clamp_min(1)
+            running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
+    out = centred * torch.rsqrt(var + eps).view(shape)
+    if weight is not None:
+        out = out * weight.view(shape)
+    if bias is not None:
+        out = out + bias.view(shape)
+    return out
+
+
+class BatchNorm1d(nn.BatchNorm1d):
+    """`nn.BatchNorm1d` that, with `sync_stats = True` (set by the training loop for multi-process runs), takes its
+    training statistics over all processes, so N processes train exactly like one with the same global batch."""
+
+    sync_stats: bool = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.sync_stats and self.training):
+            return super().forward(x)
+        if self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        return synced_batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, momentum, self.eps)
 
 
 class DropPath(nn.Module):
@@ -45,7 +109,7 @@ def _pointwise_mlp(channels: list[int]) -> nn.Sequential:
     for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
         layers.append(nn.Conv1d(c_in, c_out, 1))
         if i < len(channels) - 2:
-            layers += [nn.BatchNorm1d(c_out), nn.ReLU(inplace=True)]
+            layers += [BatchNorm1d(c_out), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
 
@@ -158,7 +222,7 @@ class ClassificationHead(nn.Sequential):
         for hidden in hidden_sizes:
             layers.append(nn.Linear(width, hidden))
             if batch_norm:
-                layers.append(nn.BatchNorm1d(hidden))
+                layers.append(BatchNorm1d(hidden))
             layers += [nn.ReLU(inplace=True), nn.Dropout(dropout)]
             width = hidden
         layers.append(nn.Linear(width, num_labels))

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from peft.tuners._buffer_dict import BufferDict
 from torch import nn
 
+from ..models.layers import synced_batch_norm
+
 __all__ = ["BatchNormStatsMixin", "BN_STATS_MODES"]
 
 BN_STATS_MODES = ("update", "frozen")
@@ -78,6 +80,8 @@ class BatchNormStatsMixin:
         adapter = self._stats_adapter()
         if adapter is None:
             if self.training:  # batch statistics, nothing updated
+                if getattr(base, "sync_stats", False):
+                    return synced_batch_norm(x, None, None, base.weight, base.bias, 0.0, base.eps)
                 return F.batch_norm(x, None, None, base.weight, base.bias, True, 0.0, base.eps)
             return base(x)
         mean_attr, var_attr, count_attr, mode_attr = self.stats_attribute_names()
@@ -89,6 +93,9 @@ class BatchNormStatsMixin:
         count = getattr(self, count_attr)[adapter]
         count.add_(1)
         momentum = base.momentum if base.momentum is not None else 1.0 / float(count)
+        if getattr(base, "sync_stats", False):  # multi-process run: statistics of the global batch
+            mean, var = getattr(self, mean_attr)[adapter], getattr(self, var_attr)[adapter]
+            return synced_batch_norm(x, mean, var, base.weight, base.bias, momentum, base.eps)
         return F.batch_norm(
             x,
             getattr(self, mean_attr)[adapter],

@@ -1,0 +1,162 @@
+"""Model cards and Hub uploads for trained adapters.
+
+`write_model_card` fills `model_cards/adapter_card.md` from a run (base model, dataset, method, trainable parameters,
+file size, metrics under the stated protocol, loading snippet with `import hf_point_peft` first) and writes valid
+`huggingface_hub.ModelCard` metadata with a model-index. `push_folder` uploads a saved adapter folder through
+huggingface_hub (what `PeftModel.push_to_hub` does too).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import peft
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+
+__all__ = ["METHOD_DESCRIPTIONS", "build_model_card", "push_folder", "write_model_card"]
+
+METHOD_DESCRIPTIONS = {
+    "pointgst": "PointGST: Point Cloud Spectral Adapters parallel to every block's FFN, driven by graph Fourier bases "
+    "of the token centres (arXiv 2410.08114)",
+    "point-prompt": "Point-PEFT: point-prior prompts from a memory bank and geometry-aware adapters (arXiv 2310.03059)",
+    "any2point": "Any2Point: a 3D tokenizer, virtual projections into the source model's position table and "
+    "any-to-3D guided adapters (arXiv 2404.07989)",
+    "lora": "LoRA on the attention projections (peft)",
+    "full": "full fine-tuning",
+    "linear": "linear probe (only the classification head trains)",
+}
+
+_PEFT_TYPES = {"pointgst": "point_gst", "point-prompt": "point_prompt", "any2point": "any2point", "lora": "lora"}
+
+
+def _template() -> str:
+    return (resources.files("hf_point_peft") / "model_cards" / "adapter_card.md").read_text()
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "n/a"
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def build_model_card(job, results: dict[str, Any], is_peft: bool, repo_id: str | None = None) -> ModelCard:
+    """The card of a finished run (`job`: a FinetuneJob, `results`: what `run_finetune` returned)."""
+    from .training.backbones import EMBEDDED_BACKBONE, resolve_backbone
+
+    args = job.training
+    dataset_name = {"synthetic": "synthetic shapes (hf_point_peft)", "synthetic-hard": "synthetic shapes, hard"}.get(
+        job.dataset, job.dataset
+    )
+    backbone_source, pretrained = resolve_backbone(job.backbone)
+    base_model = EMBEDDED_BACKBONE if job.backbone in ("embedded", EMBEDDED_BACKBONE) else job.backbone
+    if not pretrained:
+        base_model = f"{EMBEDDED_BACKBONE} architecture, random initialisation"
+    model_name = repo_id or f"{job.method}-{job.dataset}"
+    tags = ["point-cloud", "3d", "hf_point_peft", job.method]
+    if is_peft:
+        tags.append(_PEFT_TYPES.get(job.method, job.method))
+    card_data = ModelCardData(
+        model_name=model_name,
+        library_name="peft" if is_peft else "transformers",
+        license="apache-2.0",
+        base_model=base_model if pretrained and "/" in str(base_model) else None,
+        tags=tags,
+        datasets=[job.dataset],
+        metrics=["accuracy"],
+        eval_results=[
+            EvalResult(
+                task_type="object-classification",
+                task_name="Point cloud classification",
+                dataset_type=job.dataset,
+                dataset_name=dataset_name,
+                dataset_split="test",
+                metric_type="accuracy",
+                metric_name=f"Accuracy ({results['protocol']})",
+                metric_value=round(100 * results["test_accuracy"], 2),
+            )
+        ],
+    )
+    settings = {
+        "epochs": args.epochs,
+        "global batch size": args.batch_size,
+        "learning rate / min": f"{args.learning_rate} / {args.min_learning_rate} (cosine, {args.warmup_epochs} warm-up epochs)",
+        "weight decay": f"{args.weight_decay} (none on biases, 1-D parameters, tokens)",
+        "gradient clipping": args.max_grad_norm,
+        "points per cloud": f"{args.num_points} (train: FPS to {round(args.num_points * args.point_all_ratio)} then random)",
+        "augmentation": args.augmentation,
+        "mixed precision": args.mixed_precision,
+        "seed": args.seed,
+        "method options": job.method_options or "defaults",
+    }
+    trainable, total = results.get("trainable_parameters"), results.get("total_parameters")
+    command = job.command or "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    fields = {
+        "model_name": model_name,
+        "summary": f"A {'PEFT adapter' if is_peft else 'fine-tuned model'} for point-cloud classification "
+        f"({len(results.get('label_names') or [])} classes) trained with hf_point_peft.",
+        "method_description": METHOD_DESCRIPTIONS.get(job.method, job.method),
+        "base_model_text": f"`{base_model}`"
+        + (f" (`{backbone_source}`)" if pretrained and base_model != backbone_source else ""),
+        "dataset_text": f"{dataset_name}" + (f" (read from `{job.data_path}`)" if job.data_path else ""),
+        "trainable": f"{trainable:,}" if trainable else "n/a",
+        "total": f"{total:,}" if total else "n/a",
+        "trainable_percent": _pct(trainable / total) if trainable and total else "n/a",
+        "adapter_size": _size(results.get("saved_bytes")),
+        "peft_version": peft.__version__,
+        "protocol": results["protocol"],
+        "final_epoch_text": f"final (epoch {results['final_epoch']})",
+        "num_points": args.num_points,
+        "vote_text": f", {args.vote}-view vote" if args.vote else ", no vote",
+        "validation_percent": f"{100 * args.validation_fraction:.0f}%",
+        "seed": args.seed,
+        "test_accuracy": _pct(results["test_accuracy"]),
+        "test_mean_class_accuracy": _pct(results.get("test_mean_class_accuracy")),
+        "best_validation_epoch": results["best_validation_epoch"],
+        "best_validation_accuracy": _pct(results["best_validation_accuracy"]),
+        "test_at_best": _pct(results["test_accuracy_at_best_validation_epoch"]),
+        "base_repr": repr(str(backbone_source)) if pretrained else "'<the base folder>'",
+        "repo_repr": repr(repo_id or "path/to/this/adapter"),
+        "num_labels": len(results.get("label_names") or []) or "NUM_LABELS",
+        "command": command,
+        "settings_rows": "\n".join(f"| {k} | {v} |" for k, v in settings.items()),
+        "wall_time": f"{results.get('wall_seconds', 0):.0f} s",
+    }
+    return ModelCard.from_template(card_data, template_str=_template(), **fields)
+
+
+def write_model_card(folder: str | os.PathLike, job, results: dict[str, Any], is_peft: bool, repo_id=None) -> Path:
+    path = Path(folder) / "README.md"
+    build_model_card(job, results, is_peft, repo_id).save(path)
+    return path
+
+
+def push_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Create `repo_id` if needed and upload a saved adapter (or model) folder; returns the commit URL."""
+    folder = Path(folder)
+    if not (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} holds neither an adapter (adapter_config.json) nor a model (config.json)")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        commit_message=commit_message or f"Upload {folder.name} with hf_point_peft",
+        ignore_patterns=["*.tmp", ".*"],
+    )
+    return str(getattr(info, "commit_url", info))

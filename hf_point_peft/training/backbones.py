@@ -1,0 +1,50 @@
+"""Resolving a backbone name to a classifier: the embedded pre-trained default, its architecture from scratch, a
+local folder or a Hub id."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+from transformers import AutoConfig
+
+from ..models import AutoModelForPointCloudClassification
+
+__all__ = ["EMBEDDED_BACKBONE", "embedded_backbone_path", "load_classifier", "resolve_backbone"]
+
+EMBEDDED_BACKBONE = "pointmae-synthetic-small"
+
+
+def embedded_backbone_path() -> Path:
+    """Folder of the small Point-MAE-style backbone this package pre-trained itself and ships (config.json,
+    model.safetensors, README.md model card)."""
+    return Path(str(resources.files("hf_point_peft") / "assets" / EMBEDDED_BACKBONE))
+
+
+def resolve_backbone(name: str) -> tuple[str, bool]:
+    """(path or Hub id, pretrained?) for "embedded", "scratch" (the embedded architecture, random weights), a folder
+    or a Hub id."""
+    if name in ("embedded", EMBEDDED_BACKBONE):
+        path = embedded_backbone_path()
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"the embedded backbone is missing from the installation: {path}")
+        return str(path), True
+    if name == "scratch":
+        return str(embedded_backbone_path()), False
+    return name, True
+
+
+def load_classifier(backbone: str, num_labels: int, id2label: dict[int, str] | None = None, **config_overrides):
+    """A point classifier with a fresh `num_labels` head on `backbone` (weights loaded unless "scratch")."""
+    source, pretrained = resolve_backbone(backbone)
+    kwargs = {"num_labels": num_labels, **config_overrides}
+    if id2label is not None:
+        kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
+        kwargs["label2id"] = {v: int(k) for k, v in id2label.items()}
+    if pretrained:
+        if os.path.isdir(source) and not (Path(source) / "config.json").is_file():
+            raise FileNotFoundError(f"{source} is not a model folder (no config.json)")
+        return AutoModelForPointCloudClassification.from_pretrained(source, **kwargs)
+    config = AutoConfig.from_pretrained(source, **kwargs)
+    return AutoModelForPointCloudClassification.from_config(config)

@@ -1,0 +1,140 @@
+"""The fine-tuning job behind `point-peft finetune`: backbone + dataset + method -> trained adapter folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import PeftModel
+
+from ..data import load_point_dataset
+from .backbones import load_classifier, resolve_backbone
+from .checkpoint import atomic_directory, write_json_atomic
+from .loop import TrainingArguments, train
+from .methods import prepare_model
+
+__all__ = ["FinetuneJob", "load_trained", "run_finetune"]
+
+
+@dataclass
+class FinetuneJob:
+    """Everything a fine-tuning run needs; `point-peft finetune` with no arguments runs these defaults: PointGST on
+    the embedded pre-trained backbone and the synthetic shapes, a few minutes on 2 CPU cores."""
+
+    method: str = "pointgst"
+    backbone: str = "embedded"
+    dataset: str = "synthetic"
+    data_path: str | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    method_options: dict[str, Any] = field(default_factory=dict)
+    model_options: dict[str, Any] = field(default_factory=dict)
+    training: TrainingArguments = field(default_factory=TrainingArguments)
+    command: str | None = None  # how the run was started, recorded in the model card
+
+
+def _manifest(job: FinetuneJob, model: torch.nn.Module, num_labels: int) -> dict[str, Any]:
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    return {
+        "method": job.method,
+        "backbone": job.backbone,
+        "model_type": base.config.model_type,
+        "hidden_size": base.config.hidden_size,
+        "num_channels": getattr(base.config, "num_channels", 3),
+        "dataset": job.dataset if job.data_path is None else f"{job.dataset}:{job.data_path}",
+        "num_labels": num_labels,
+        "trainable_parameter_names": sorted(n for n, p in model.named_parameters() if p.requires_grad),
+    }
+
+
+def run_finetune(job: FinetuneJob, log=print) -> dict[str, Any]:
+    """Run the job; writes `<output_dir>/{adapter or model, metrics.json, learning_curves.png, checkpoints/}`."""
+    start = time.perf_counter()
+    args = job.training
+    data = load_point_dataset(job.dataset, job.data_path, **job.dataset_options)
+    label_feature = data["train"].features["label"]
+    names = list(label_feature.names)
+    model = load_classifier(job.backbone, len(names), dict(enumerate(names)), **job.model_options)
+    config = model.config
+    needed = max(config.num_groups, config.group_size)
+    if args.num_points < needed:
+        raise ValueError(f"num_points {args.num_points} is below what the backbone's grouping needs ({needed})")
+    model = prepare_model(job.method, model, **job.method_options)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in (model.get_base_model() if isinstance(model, PeftModel) else model).parameters())
+    manifest = _manifest(job, model, len(names))
+    log(
+        f"{job.method} on {job.backbone} ({config.model_type}, width {config.hidden_size}), dataset {job.dataset}: "
+        f"{trainable:,} trainable parameters of {total:,} ({100 * trainable / total:.2f}%)"
+    )
+    results = train(model, data, args, manifest)
+    model, accelerator = results.pop("model"), results.pop("accelerator")
+    results.update(
+        label_names=names,
+        trainable_parameters=trainable,
+        total_parameters=total,
+        wall_seconds=time.perf_counter() - start,
+        job={k: v for k, v in dataclasses.asdict(job).items() if k != "training"},
+    )
+    out = Path(args.output_dir)
+    if accelerator.is_main_process:
+        folder = save_result(model, job, results, out)
+        results["saved_to"] = str(folder)
+        write_json_atomic(out / "metrics.json", results)
+        log(
+            f"final-epoch test accuracy {100 * results['test_accuracy']:.2f}% "
+            f"(best validation epoch {results['best_validation_epoch']}: test "
+            f"{100 * results['test_accuracy_at_best_validation_epoch']:.2f}%), protocol: {results['protocol']}"
+        )
+        log(f"trainable parameters: {trainable:,} of {total:,}; saved to {folder}")
+    accelerator.wait_for_everyone()
+    return results
+
+
+def save_result(model: torch.nn.Module, job: FinetuneJob, results: dict[str, Any], out: Path) -> Path:
+    """Atomically write the adapter (PEFT methods) or the whole model, with its model card."""
+    from ..hub import write_model_card
+
+    is_peft = isinstance(model, PeftModel)
+    target = out / ("adapter" if is_peft else "model")
+    if is_peft:
+        source, pretrained = resolve_backbone(job.backbone)
+        model.peft_config[model.active_adapter].base_model_name_or_path = source if pretrained else None
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+        results["saved_bytes"] = size
+        write_model_card(folder, job=job, results=results, is_peft=is_peft)
+        (folder / "training_metrics.json").write_text(json.dumps(results, indent=2, default=str))
+
+    atomic_directory(target, write)
+    return target
+
+
+def load_trained(folder: str | os.PathLike, backbone: str | None = None):
+    """Load what `run_finetune` saved: a PEFT adapter folder (onto its recorded base, or `backbone`) or a full model."""
+    from peft import PeftConfig
+
+    from ..models import AutoModelForPointCloudClassification
+
+    folder = Path(folder)
+    meta_file = folder / "training_metrics.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    num_labels = meta.get("manifest", {}).get("num_labels")
+    names = meta.get("label_names")
+    if not (folder / "adapter_config.json").is_file():
+        return AutoModelForPointCloudClassification.from_pretrained(folder)
+    base_name = backbone or PeftConfig.from_pretrained(folder).base_model_name_or_path
+    if base_name is None:
+        raise ValueError(f"{folder} records no base model: pass the backbone it was trained on")
+    if num_labels is None:
+        base = AutoModelForPointCloudClassification.from_pretrained(base_name)
+    else:
+        base = load_classifier(base_name, num_labels, dict(enumerate(names)) if names else None)
+    return PeftModel.from_pretrained(base, folder)

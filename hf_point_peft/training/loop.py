@@ -1,0 +1,328 @@
+"""The Accelerate training loop shared by every method (one CPU to many GPUs, `accelerate launch` / `torchrun`).
+
+Protocol: the model is selected on nothing. The loop reports the final-epoch test accuracy (single view, FPS
+preprocessing, no vote) and, separately, the epoch with the best accuracy on a validation split carved from the
+training data together with its test accuracy. The test split is never used to choose anything.
+
+Determinism: data order comes from (seed, epoch), augmentation from (seed, epoch, sample index), dropout from a seed
+set at every epoch start, so a run killed mid-epoch and resumed from its last checkpoint ends with the same metrics
+as an uninterrupted one, and N processes with the same global batch match one process (BatchNorm statistics are
+synchronised across processes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from datasets import DatasetDict
+from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
+
+from ..data import PointCloudCollator, train_validation_split
+from ..models.layers import BatchNorm1d
+from .checkpoint import atomic_directory, check_manifest, latest_checkpoint, prune_checkpoints, write_json_atomic
+from .evaluation import PROTOCOL, evaluate_accuracy
+
+__all__ = ["TrainingArguments", "build_optimizer", "cosine_with_warmup", "train"]
+
+
+@dataclass
+class TrainingArguments:
+    """Knobs of the loop. Defaults follow the official recipes (AdamW 5e-4, wd 0.05, clip 10, cosine, 10 warm-up
+    epochs out of 300), scaled by `epochs`."""
+
+    output_dir: str = "outputs/run"
+    epochs: int = 10
+    batch_size: int = 32  # global batch (split across processes)
+    eval_batch_size: int = 64
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    min_learning_rate: float = 1e-6
+    max_grad_norm: float = 10.0
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
+    seed: int = 0
+    num_points: int = 1024
+    point_all_ratio: float = 1200 / 1024
+    augmentation: str = "scale_translate"
+    validation_fraction: float = 0.1
+    vote: int = 0
+    num_workers: int = 0
+    resume: bool = False
+    keep_checkpoints: int = 2
+    sync_batchnorm: bool = True
+    max_steps_per_epoch: int | None = None
+    cpu: bool = False
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "eval_batch_size": self.eval_batch_size >= 1,
+            "learning_rate": self.learning_rate > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "warmup_epochs": 0 <= self.warmup_epochs <= self.epochs,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps >= 1,
+            "num_points": self.num_points >= 1,
+            "point_all_ratio": self.point_all_ratio >= 1.0,
+            "validation_fraction": 0 < self.validation_fraction < 1,
+            "vote": self.vote >= 0,
+            "mixed_precision": self.mixed_precision in ("no", "bf16", "fp16"),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"invalid training argument {name}={getattr(self, name)!r}")
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation of range(n) drawn from (seed, epoch): identical on every process and after a resume."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with the official grouping: no weight decay on 1-D parameters, biases or names containing "token"."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim <= 1 or name.endswith(".bias") or "token" in name:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    if not decay and not no_decay:
+        raise ValueError("the model has no trainable parameters")
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int, lr: float, min_lr: float):
+    """Linear warm-up from `min_lr` to `lr`, then cosine decay to `min_lr`, stepped per optimizer step."""
+    floor = min_lr / lr
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return floor + (1 - floor) * step / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _indexed(split):
+    return split.add_column("index", list(range(len(split)))).with_format("numpy")
+
+
+def _set_sync_batchnorm(model: torch.nn.Module, enabled: bool) -> None:
+    for module in model.modules():
+        if isinstance(module, BatchNorm1d):
+            module.sync_stats = enabled
+
+
+def train(
+    model: torch.nn.Module, data: DatasetDict, args: TrainingArguments, manifest: dict[str, Any]
+) -> dict[str, Any]:
+    """Train `model` (already set up for its method) on `data["train"]`, evaluate on a carved validation split and on
+    `data["test"]` every epoch, checkpoint every epoch. Returns the metrics (also in `<output_dir>/metrics.json`)."""
+    args.validate()
+    for split in ("train", "test"):
+        if split not in data:
+            raise ValueError(f"the dataset has no {split!r} split (splits: {list(data)})")
+    out = Path(args.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        cpu=args.cpu,
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+    )
+    if args.batch_size % accelerator.num_processes:
+        raise ValueError(
+            f"batch_size {args.batch_size} (the global batch) must be divisible by the {accelerator.num_processes} processes"
+        )
+    set_seed(args.seed)
+    train_split, val_split = train_validation_split(data["train"], args.validation_fraction, args.seed)
+    if len(train_split) < args.batch_size:
+        raise ValueError(f"the training split has {len(train_split)} samples, fewer than batch_size {args.batch_size}")
+    channels = int(manifest.get("num_channels", 3))
+    train_collator = PointCloudCollator(
+        args.num_points, True, args.augmentation, args.point_all_ratio, args.seed, channels=channels
+    )
+    eval_collator = PointCloudCollator(
+        args.num_points,
+        False,
+        channels=channels,
+        seed=args.seed,
+        keep_raw=args.vote > 0,
+        point_all_ratio=args.point_all_ratio,
+    )
+    sampler = EpochShuffleSampler(len(train_split), args.seed)
+    train_loader = DataLoader(
+        _indexed(train_split),
+        batch_size=args.batch_size,
+        sampler=sampler,
+        collate_fn=train_collator,
+        drop_last=True,
+        num_workers=args.num_workers,
+    )
+    eval_loaders = {
+        name: DataLoader(
+            _indexed(split), batch_size=args.eval_batch_size, collate_fn=eval_collator, num_workers=args.num_workers
+        )
+        for name, split in (("validation", val_split), ("test", data["test"]))
+    }
+    steps_per_epoch = len(train_loader) // args.gradient_accumulation_steps
+    if args.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, args.max_steps_per_epoch)
+    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay)
+    scheduler = cosine_with_warmup(
+        optimizer,
+        total_steps=args.epochs * steps_per_epoch,
+        warmup_steps=round(args.warmup_epochs * steps_per_epoch),
+        lr=args.learning_rate,
+        min_lr=args.min_learning_rate,
+    )
+    _set_sync_batchnorm(model, args.sync_batchnorm and accelerator.num_processes > 1)
+    model, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, eval_loaders["validation"], eval_loaders["test"], scheduler
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    checkpoints = out / "checkpoints"
+    if args.resume:
+        found = latest_checkpoint(checkpoints)
+        if found is None:
+            accelerator.print(f"no checkpoint in {checkpoints}: starting from scratch")
+        else:
+            epoch, path = found
+            check_manifest(json.loads((path / "manifest.json").read_text()), manifest, path)
+            accelerator.load_state(str(path / "state"))
+            history = json.loads((path / "history.json").read_text())
+            start_epoch = epoch + 1
+            accelerator.print(f"resumed from {path} (epoch {epoch + 1} of {args.epochs} done)")
+
+    for epoch in range(start_epoch, args.epochs):
+        model.train()
+        set_seed(args.seed * 1000 + epoch, device_specific=True)
+        train_loader.set_epoch(epoch)
+        train_collator.epoch = epoch
+        total_loss, total_seen, steps = torch.zeros(()), 0, 0
+        bar = tqdm(
+            total=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{args.epochs}",
+            disable=not (args.progress and accelerator.is_local_main_process),
+            leave=False,
+        )
+        for batch in train_loader:
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    loss = model(points=batch["points"], labels=batch["labels"]).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(params, args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            total_loss += accelerator.gather(loss.detach().float().reshape(1)).mean().cpu() * len(batch["labels"])
+            total_seen += len(batch["labels"])
+            if accelerator.sync_gradients:
+                steps += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                if steps >= steps_per_epoch:
+                    break
+        bar.close()
+        val = evaluate_accuracy(model, val_loader, accelerator, vote=args.vote, collator=eval_collator)
+        test = evaluate_accuracy(model, test_loader, accelerator, vote=args.vote, collator=eval_collator)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": (total_loss / max(1, total_seen)).item(),
+            "learning_rate": scheduler.get_last_lr()[0],
+            "validation_accuracy": val["accuracy"],
+            "validation_loss": val["loss"],
+            "test_accuracy": test["accuracy"],
+            "test_mean_class_accuracy": test["mean_class_accuracy"],
+            "test_loss": test["loss"],
+        }
+        history.append(record)
+        accelerator.print(
+            f"epoch {epoch + 1}/{args.epochs}: train loss {record['train_loss']:.4f}, "
+            f"val acc {val['accuracy']:.4f}, test acc {test['accuracy']:.4f}"
+        )
+        _save_checkpoint(accelerator, checkpoints, epoch, manifest, history, args.keep_checkpoints)
+
+    results = summarise(history, args, manifest)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "metrics.json", results)
+        from .plots import plot_learning_curves
+
+        plot_learning_curves(history, out / "learning_curves.png", title=manifest.get("method", ""))
+    accelerator.wait_for_everyone()
+    results["model"] = accelerator.unwrap_model(model)
+    results["accelerator"] = accelerator
+    return results
+
+
+def _save_checkpoint(accelerator, folder: Path, epoch: int, manifest, history, keep: int) -> None:
+    target = folder / f"epoch-{epoch:04d}"
+    # every process writes its part of the state into the same temporary folder, then the main process moves it
+    tmp = folder / f".epoch-{epoch:04d}.partial"
+    if accelerator.is_main_process:
+        folder.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp / "state"))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json_atomic(tmp / "manifest.json", manifest)
+        write_json_atomic(tmp / "history.json", history)
+
+        def move(dest: Path) -> None:
+            for child in tmp.iterdir():
+                os.replace(child, dest / child.name)
+
+        atomic_directory(target, move)
+        tmp.rmdir()
+        prune_checkpoints(folder, keep)
+    accelerator.wait_for_everyone()
+
+
+def summarise(history: list[dict[str, Any]], args: TrainingArguments, manifest: dict[str, Any]) -> dict[str, Any]:
+    final = history[-1]
+    best = max(history, key=lambda r: (r["validation_accuracy"], -r["epoch"]))
+    return {
+        "protocol": PROTOCOL if not args.vote else f"final-epoch, {args.vote}-view vote (mean of views)",
+        "final_epoch": final["epoch"],
+        "test_accuracy": final["test_accuracy"],
+        "test_mean_class_accuracy": final["test_mean_class_accuracy"],
+        "best_validation_epoch": best["epoch"],
+        "best_validation_accuracy": best["validation_accuracy"],
+        "test_accuracy_at_best_validation_epoch": best["test_accuracy"],
+        "history": history,
+        "manifest": manifest,
+        "arguments": {k: v for k, v in dataclasses.asdict(args).items() if k != "extra"},
+    }

@@ -1,0 +1,146 @@
+"""Masked point modeling (Point-MAE) pre-training, the job behind `point-peft pretrain`.
+
+Same Accelerate machinery as fine-tuning (AdamW with the official parameter groups, cosine schedule with warm-up,
+clipping, deterministic per-epoch data, atomic per-epoch checkpoints with `--resume`). Only the training split is
+read; labels are ignored. The encoder (a `PointTransformerModel`) is saved on its own, ready for
+`AutoModelForPointCloudClassification.from_pretrained(folder, num_labels=...)`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..data import PointCloudCollator, load_point_dataset
+from ..models import PointTransformerConfig, PointTransformerForMaskedModeling
+from .checkpoint import atomic_directory, check_manifest, latest_checkpoint, write_json_atomic
+from .loop import (
+    EpochShuffleSampler,
+    _indexed,
+    _save_checkpoint,
+    _set_sync_batchnorm,
+    build_optimizer,
+    cosine_with_warmup,
+)
+
+__all__ = ["PretrainJob", "run_pretrain"]
+
+
+@dataclass
+class PretrainJob:
+    dataset: str = "synthetic"
+    data_path: str | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    model_config: dict[str, Any] = field(default_factory=dict)
+    output_dir: str = "outputs/pretrain"
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 3.0
+    min_learning_rate: float = 1e-6
+    max_grad_norm: float = 10.0
+    num_points: int = 1024
+    augmentation: str = "scale_translate"
+    mixed_precision: str = "no"
+    seed: int = 0
+    resume: bool = False
+    keep_checkpoints: int = 2
+    cpu: bool = False
+    progress: bool = True
+
+
+def run_pretrain(job: PretrainJob, log=print) -> dict[str, Any]:
+    start = time.perf_counter()
+    out = Path(job.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=job.mixed_precision, cpu=job.cpu, dataloader_config=DataLoaderConfiguration(split_batches=True)
+    )
+    set_seed(job.seed)
+    data = load_point_dataset(job.dataset, job.data_path, **job.dataset_options)
+    if "train" not in data:
+        raise ValueError(f"the dataset has no 'train' split (splits: {list(data)})")
+    config = PointTransformerConfig(**{"num_points": job.num_points, **job.model_config})
+    model = PointTransformerForMaskedModeling(config)
+    collator = PointCloudCollator(job.num_points, True, job.augmentation, 1.0, job.seed, channels=config.num_channels)
+    sampler = EpochShuffleSampler(len(data["train"]), job.seed)
+    loader = DataLoader(
+        _indexed(data["train"]), batch_size=job.batch_size, sampler=sampler, collate_fn=collator, drop_last=True
+    )
+    optimizer = build_optimizer(model, job.learning_rate, job.weight_decay)
+    steps = len(loader)
+    scheduler = cosine_with_warmup(
+        optimizer, job.epochs * steps, round(job.warmup_epochs * steps), job.learning_rate, job.min_learning_rate
+    )
+    _set_sync_batchnorm(model, accelerator.num_processes > 1)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    manifest = {
+        "method": "masked-modeling",
+        "backbone": "scratch",
+        "model_type": config.model_type,
+        "hidden_size": config.hidden_size,
+        "dataset": job.dataset,
+        "num_labels": None,
+        "trainable_parameter_names": sorted(n for n, p in model.named_parameters() if p.requires_grad),
+    }
+    history: list[dict[str, Any]] = []
+    first = 0
+    if job.resume and (found := latest_checkpoint(out / "checkpoints")) is not None:
+        epoch, path = found
+        check_manifest(json.loads((path / "manifest.json").read_text()), manifest, path)
+        accelerator.load_state(str(path / "state"))
+        history = json.loads((path / "history.json").read_text())
+        first = epoch + 1
+    log(
+        f"masked modeling: {sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"{len(data['train'])} training clouds, {job.epochs} epochs"
+    )
+    for epoch in range(first, job.epochs):
+        model.train()
+        set_seed(job.seed * 1000 + epoch, device_specific=True)
+        loader.set_epoch(epoch)
+        collator.epoch = epoch
+        total, seen = 0.0, 0
+        for batch in tqdm(
+            loader,
+            desc=f"pretrain {epoch + 1}/{job.epochs}",
+            leave=False,
+            disable=not (job.progress and accelerator.is_local_main_process),
+        ):
+            with accelerator.autocast():
+                loss = model(points=batch["points"]).loss
+            accelerator.backward(loss)
+            if job.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), job.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            total += accelerator.gather(loss.detach().float().reshape(1)).mean().item() * len(batch["points"])
+            seen += len(batch["points"])
+        history.append(
+            {"epoch": epoch + 1, "train_loss": total / max(1, seen), "learning_rate": scheduler.get_last_lr()[0]}
+        )
+        log(f"epoch {epoch + 1}/{job.epochs}: Chamfer-L2 {history[-1]['train_loss']:.5f}")
+        _save_checkpoint(accelerator, out / "checkpoints", epoch, manifest, history, job.keep_checkpoints)
+    results = {
+        "history": history,
+        "final_loss": history[-1]["train_loss"],
+        "wall_seconds": time.perf_counter() - start,
+        "job": asdict(job),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    if accelerator.is_main_process:
+        encoder = accelerator.unwrap_model(model).point_transformer
+        atomic_directory(out / "encoder", lambda folder: encoder.save_pretrained(folder))
+        write_json_atomic(out / "pretrain_metrics.json", results)
+        log(f"saved the pre-trained encoder to {out / 'encoder'}")
+    accelerator.wait_for_everyone()
+    return results
