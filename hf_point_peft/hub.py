@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import peft
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 
 __all__ = ["METHOD_DESCRIPTIONS", "build_model_card", "push_folder", "write_model_card"]
 
@@ -50,13 +50,14 @@ def _size(n: int | None) -> str:
 
 def build_model_card(job, results: dict[str, Any], is_peft: bool, repo_id: str | None = None) -> ModelCard:
     """The card of a finished run (`job`: a FinetuneJob, `results`: what `run_finetune` returned)."""
-    from .training.backbones import EMBEDDED_BACKBONE, resolve_backbone
+    from .training.backbones import EMBEDDED_BACKBONE, embedded_backbone_path
 
     args = job.training
     dataset_name = {"synthetic": "synthetic shapes (hf_point_peft)", "synthetic-hard": "synthetic shapes, hard"}.get(
         job.dataset, job.dataset
     )
-    backbone_source, pretrained = resolve_backbone(job.backbone)
+    pretrained = job.backbone != "scratch"
+    backbone_source = str(embedded_backbone_path()) if job.backbone in ("embedded", EMBEDDED_BACKBONE) else job.backbone
     base_model = EMBEDDED_BACKBONE if job.backbone in ("embedded", EMBEDDED_BACKBONE) else job.backbone
     if not pretrained:
         base_model = f"{EMBEDDED_BACKBONE} architecture, random initialisation"
@@ -153,10 +154,17 @@ def push_folder(
         raise FileNotFoundError(f"{folder} holds neither an adapter (adapter_config.json) nor a model (config.json)")
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.upload_folder(
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.parts[len(folder.parts) :])
+    )
+    operations = [
+        CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p)) for p in files
+    ]
+    info = api.create_commit(
         repo_id=repo_id,
-        folder_path=str(folder),
+        operations=operations,
         commit_message=commit_message or f"Upload {folder.name} with hf_point_peft",
-        ignore_patterns=["*.tmp", ".*"],
     )
     return str(getattr(info, "commit_url", info))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import set_seed
 from peft import PeftModel
 
 from ..data import load_point_dataset
@@ -59,6 +60,7 @@ def run_finetune(job: FinetuneJob, log=print) -> dict[str, Any]:
     data = load_point_dataset(job.dataset, job.data_path, **job.dataset_options)
     label_feature = data["train"].features["label"]
     names = list(label_feature.names)
+    set_seed(args.seed)  # the new head and the adapters are initialised from the run's seed
     model = load_classifier(job.backbone, len(names), dict(enumerate(names)), **job.model_options)
     config = model.config
     needed = max(config.num_groups, config.group_size)
