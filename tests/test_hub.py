@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,7 +35,7 @@ def captured(monkeypatch):
         files = {}
         for op in operations:
             source = op.path_or_fileobj
-            files[op.path_in_repo] = open(source, "rb").read() if isinstance(source, str) else bytes(source)
+            files[op.path_in_repo] = Path(source).read_bytes() if isinstance(source, str) else bytes(source)
         calls["commits"].append({"repo_id": repo_id, "message": commit_message, "files": files})
         return CommitInfo(
             commit_url=f"https://huggingface.co/{repo_id}/commit/{'0' * 40}",
