@@ -14,7 +14,7 @@ from .models import (
     PointTransformerForMaskedModeling,
     PointTransformerModel,
 )
-from .tuners import PointGSTConfig, PointGSTModel
+from .tuners import PointGSTConfig, PointGSTModel, PointPromptConfig, PointPromptModel, build_memory_bank
 
 __version__ = "0.1.0"
 
@@ -29,5 +29,8 @@ __all__ = [
     "PointTransformerModel",
     "PointGSTConfig",
     "PointGSTModel",
+    "PointPromptConfig",
+    "PointPromptModel",
     "__version__",
+    "build_memory_bank",
 ]

@@ -33,6 +33,7 @@ class PointTuner(BaseTuner):
     block_layer_cls: type[nn.Module]
     bn_layer_cls: type[nn.Module]
     method_name = "point"
+    capture_points = False  # also hand the tokenizer's input points to the context
 
     # ---------------------------------------------------------------- shared context
     @property
@@ -87,7 +88,7 @@ class PointTuner(BaseTuner):
             peft_config.tokenizer_module = find_module(model, backbone.tokenizer)[0]
         name, tokenizer = find_module(model, peft_config.tokenizer_module)
         peft_config.tokenizer_module = name
-        install_centres_hook(tokenizer, self.point_context)
+        install_centres_hook(tokenizer, self.point_context, points=self.capture_points)
         self._bn_targets = {
             f"{name}.{sub}" if sub else name
             for sub, module in tokenizer.named_modules()
@@ -104,9 +105,13 @@ class PointTuner(BaseTuner):
             match = re.search(r"\.(\d+)$", key)
             if match is None or int(match.group(1)) not in peft_config.layers_to_transform:
                 return False
-        if not result and key in getattr(self, "_bn_targets", ()):
+        if not result and (key in getattr(self, "_bn_targets", ()) or key in self._extra_targets(peft_config)):
             return True
         return result
+
+    def _extra_targets(self, peft_config) -> set[str]:
+        """Full names of further modules to wrap besides the blocks and the tokenizer's BatchNorms."""
+        return set()
 
     def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key, **kwargs):
         if isinstance(target, self.bn_layer_cls):
@@ -115,8 +120,10 @@ class PointTuner(BaseTuner):
         if isinstance(target, self.block_layer_cls):
             target.update_layer(adapter_name, peft_config)
             return
+        if self._create_extra(peft_config, adapter_name, target, target_name, parent, current_key):
+            return
         if isinstance(target, nn.modules.batchnorm._BatchNorm):
-            new_module = self.bn_layer_cls(target, adapter_name, peft_config.backbone_bn_stats)
+            new_module = self.bn_layer_cls(target, adapter_name, peft_config.backbone_bn_stats, self.point_context)
         else:
             if peft_config.block_norm is not None and not isinstance(
                 getattr(target, peft_config.block_norm, None), nn.Module
@@ -125,7 +132,7 @@ class PointTuner(BaseTuner):
                     f"target block {current_key!r} ({type(target).__name__}) has no submodule {peft_config.block_norm!r}; "
                     "set block_norm to the name of its LayerNorm before the FFN"
                 )
-            new_module = self.block_layer_cls(target, adapter_name, peft_config, self.point_context)
+            new_module = self.block_layer_cls(target, adapter_name, peft_config, self.point_context, key=current_key)
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
@@ -144,6 +151,10 @@ class PointTuner(BaseTuner):
         for name, module in new_module.named_modules():
             if self.prefix in name:
                 module.to(reference.device)
+
+    def _create_extra(self, peft_config, adapter_name, target, target_name, parent, current_key) -> bool:
+        """Subclasses wrap other targets (e.g. the final norm) here; return True when `target` was handled."""
+        return False
 
     # ---------------------------------------------------------------- no merging, clean unloading
     def _check_merge_allowed(self):

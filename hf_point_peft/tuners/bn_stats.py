@@ -67,7 +67,8 @@ class BatchNormStatsMixin:
 
     def _stats_adapter(self) -> str | None:
         """The first active adapter that has statistics here (statistics cannot be combined across adapters)."""
-        if self.disable_adapters:
+        context = getattr(self, "context", None)
+        if self.disable_adapters or (context is not None and context.bypass):
             return None
         means = getattr(self, self.stats_attribute_names()[0])
         for name in self.active_adapters:

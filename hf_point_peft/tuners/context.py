@@ -10,7 +10,8 @@ hook is an instance of a module-level class, so the PEFT model still pickles and
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -24,13 +25,30 @@ class CentresContext:
 
     def __init__(self) -> None:
         self.centres: torch.Tensor | None = None
+        self.points: torch.Tensor | None = None  # the tokenizer's input, when a method asks for it
         self._cache: dict[Hashable, Any] = {}
         self.builds = 0  # how many derived values were built (observability for tests and benchmarks)
         self.build_seconds = 0.0  # wall time spent building them (device-synchronised)
+        self.bypass = 0  # > 0 while the frozen base runs without adapters inside a forward (e.g. a query pass)
 
     def set_centres(self, centres: torch.Tensor) -> None:
+        if self.bypass:
+            return
         self.centres = centres.detach()
         self._cache = {}
+
+    def set_points(self, points: torch.Tensor) -> None:
+        if not self.bypass:
+            self.points = points.detach()
+
+    @contextmanager
+    def bypassed(self) -> Iterator[None]:
+        """Run the base model as if no adapter existed, without touching this forward's captured state."""
+        self.bypass += 1
+        try:
+            yield
+        finally:
+            self.bypass -= 1
 
     def get(self, key: Hashable, build: Callable[[torch.Tensor], Any]) -> Any:
         """`build(centres)` once per forward for each `key`, then the cached value."""
@@ -50,7 +68,7 @@ class CentresContext:
 
     def __getstate__(self) -> dict:
         # per-forward tensors are not part of a model's state
-        return {"centres": None, "_cache": {}, "builds": 0, "build_seconds": 0.0}
+        return {"centres": None, "points": None, "_cache": {}, "builds": 0, "build_seconds": 0.0, "bypass": 0}
 
 
 class CentresHook:
@@ -73,17 +91,31 @@ class CentresHook:
         self.context.set_centres(centres)
 
 
-def install_centres_hook(module: nn.Module, context: CentresContext, index: int = 2) -> None:
-    """Install one CentresHook for `context` on `module` (idempotent)."""
-    for hook in module._forward_hooks.values():
-        if isinstance(hook, CentresHook) and hook.context is context:
-            return
-    module.register_forward_hook(CentresHook(context, index))
+class PointsHook:
+    """Forward pre-hook on a tokenizer: hands its input points to the context."""
+
+    def __init__(self, context: CentresContext) -> None:
+        self.context = context
+
+    def __call__(self, module: nn.Module, args) -> None:
+        if args and isinstance(args[0], torch.Tensor):
+            self.context.set_points(args[0])
+
+
+def install_centres_hook(module: nn.Module, context: CentresContext, index: int = 2, points: bool = False) -> None:
+    """Install one CentresHook (and, with `points=True`, one PointsHook) for `context` on `module` (idempotent)."""
+    if not any(isinstance(h, CentresHook) and h.context is context for h in module._forward_hooks.values()):
+        module.register_forward_hook(CentresHook(context, index))
+    if points and not any(
+        isinstance(h, PointsHook) and h.context is context for h in module._forward_pre_hooks.values()
+    ):
+        module.register_forward_pre_hook(PointsHook(context))
 
 
 def remove_centres_hooks(model: nn.Module, context: CentresContext | None = None) -> None:
-    """Remove the CentresHooks (of `context`, or all) from every module of `model`."""
+    """Remove the CentresHooks and PointsHooks (of `context`, or all) from every module of `model`."""
     for module in model.modules():
-        for key in [k for k, h in module._forward_hooks.items() if isinstance(h, CentresHook)]:
-            if context is None or module._forward_hooks[key].context is context:
-                del module._forward_hooks[key]
+        for hooks, kind in ((module._forward_hooks, CentresHook), (module._forward_pre_hooks, PointsHook)):
+            for key in [k for k, h in hooks.items() if isinstance(h, kind)]:
+                if context is None or hooks[key].context is context:
+                    del hooks[key]

@@ -37,7 +37,8 @@ __all__ = [
 @dataclass
 class PointGPTModelOutput(ModelOutput):
     """
-    last_hidden_state: [B, 2 + G, C] after `ln_f`, token order [sos, cls, patches...].
+    last_hidden_state: [B, 2 + G, C] after `ln_f`, token order [sos, cls, patches...] ([sos, patches...] without cls).
+    pooler_output: [B, C] max over the patch tokens after `ln_f` (the classifier applies `cls_norm` first).
     centres: [B, G, 3] the FPS centres after the nearest-neighbour reordering (token order).
     neighbourhoods: [B, G, K, C_in] centre-relative patches in token order (the generator's targets).
     hidden_states: the block inputs (before the position encoding) and the last block output, when requested.
@@ -45,6 +46,7 @@ class PointGPTModelOutput(ModelOutput):
     """
 
     last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
     centres: torch.FloatTensor | None = None
     neighbourhoods: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
@@ -204,12 +206,14 @@ class PointGPTModel(PointGPTPreTrainedModel):
     def forward(
         self,
         points: torch.Tensor | None = None,
+        add_cls_token: bool = True,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> PointGPTModelOutput | tuple:
         r"""
         points: [B, N, num_channels] float point clouds (N >= max(num_groups, group_size)).
+        add_cls_token: the fine-tuning layout [sos, cls, patches] or, without it, the pre-training one [sos, patches].
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -219,17 +223,24 @@ class PointGPTModel(PointGPTPreTrainedModel):
         batch = tokens.shape[0]
         cls_token, cls_position = self.cls_embedding(batch)
         sos = self.sos_token.view(1, 1, -1).expand(batch, -1, -1)
-        hidden = torch.cat([sos.to(tokens.dtype), cls_token.to(tokens.dtype), tokens], dim=1)
-        # the official code pairs the positions crosswise: sos gets cls_pos and cls gets sos_pos
         sos_position = self.sos_position.expand(batch, -1, -1)
-        positions = torch.cat([cls_position.to(positions.dtype), sos_position.to(positions.dtype), positions], dim=1)
+        if add_cls_token:
+            hidden = torch.cat([sos.to(tokens.dtype), cls_token.to(tokens.dtype), tokens], dim=1)
+            # the official code pairs the positions crosswise: sos gets cls_pos and cls gets sos_pos
+            prefix = [cls_position.to(positions.dtype), sos_position.to(positions.dtype)]
+        else:
+            hidden = torch.cat([sos.to(tokens.dtype), tokens], dim=1)
+            prefix = [sos_position.to(positions.dtype)]
+        positions = torch.cat([*prefix, positions], dim=1)
         hidden, all_hidden = self.encoder(hidden, positions, self.config.causal_fine_tuning, output_hidden_states)
+        num_prefix = 2 if add_cls_token else 1
         output = PointGPTModelOutput(
             last_hidden_state=hidden,
+            pooler_output=hidden[:, num_prefix:].amax(dim=1),
             centres=centres,
             neighbourhoods=neighbourhoods,
             hidden_states=all_hidden,
-            num_prefix_tokens=2,
+            num_prefix_tokens=num_prefix,
         )
         return output if return_dict else output.to_tuple()
 

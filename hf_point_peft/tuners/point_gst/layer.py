@@ -111,7 +111,9 @@ class PointGSTBlock(nn.Module, PointGSTLayer):
     input of the block's second LayerNorm (the residual stream after attention) and their output is added to the
     block output. Works for the pre-LN Point-MAE blocks and PointGPT's normed-residual blocks alike."""
 
-    def __init__(self, base_layer: nn.Module, adapter_name: str, config: PointGSTConfig, context: CentresContext):
+    def __init__(
+        self, base_layer: nn.Module, adapter_name: str, config: PointGSTConfig, context: CentresContext, key: str = ""
+    ):
         super().__init__()
         self.base_layer = base_layer
         self.point_gst_adapter = nn.ModuleDict()
@@ -183,8 +185,9 @@ class PointGSTBatchNorm(BatchNormStatsMixin, nn.Module, PointGSTLayer):
 
     stats_prefix = "point_gst_bn_"
 
-    def __init__(self, base_layer: nn.Module, adapter_name: str, mode: str):
+    def __init__(self, base_layer: nn.Module, adapter_name: str, mode: str, context: CentresContext | None = None):
         super().__init__()
+        self.context = context
         self._init_stats(base_layer)
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, mode)

@@ -1,0 +1,155 @@
+"""`PointPromptModel`: the peft tuner that injects Point-PEFT into a point backbone, and the memory bank builder."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import torch
+from peft.tuners._buffer_dict import BufferDict
+from torch import nn
+
+from ..backbones import find_module, get_backbone
+from ..base import PointTuner
+from .layer import (
+    FrozenFeatures,
+    PointPromptBatchNorm,
+    PointPromptBlock,
+    PointPromptLayer,
+    PointPromptNorm,
+    PromptShared,
+    SharedGeometry,
+)
+
+__all__ = ["PointPromptModel"]
+
+
+class PointPromptModel(PointTuner):
+    """Point-PEFT on a point transformer (Point-MAE family) or PointGPT. Tuner-level state per adapter: the prompt
+    coordinates, the shared LN3 + local attention, and the memory bank (a persistent buffer saved with the adapter).
+    Created by `get_peft_model(model, PointPromptConfig(...))`; build the bank with `build_memory_bank`."""
+
+    prefix: str = "point_prompt_"
+    tuner_layer_cls = PointPromptLayer
+    block_layer_cls = PointPromptBlock
+    bn_layer_cls = PointPromptBatchNorm
+    method_name = "Point-PEFT"
+    capture_points = True
+
+    # ---------------------------------------------------------------- tuner-level state
+    def _shared_state(self) -> PromptShared:
+        shared = self.__dict__.get("_prompt_shared")
+        if shared is None:
+            self.point_prompt_coords = nn.ParameterDict()
+            self.point_prompt_geometry = nn.ModuleDict()
+            self.point_prompt_bank = BufferDict(persistent=True)
+            encoder = self._encoder(self.model)
+            shared = PromptShared(
+                self.point_prompt_coords,
+                self.point_prompt_geometry,
+                self.point_prompt_bank,
+                FrozenFeatures(encoder, self.point_context),
+            )
+            self.__dict__["_prompt_shared"] = shared
+        return shared
+
+    @staticmethod
+    def _encoder(model: nn.Module) -> nn.Module:
+        backbone = get_backbone(getattr(getattr(model, "config", None), "model_type", None))
+        if backbone is not None and hasattr(model, backbone.base_prefix):
+            return getattr(model, backbone.base_prefix)
+        return model
+
+    def inject_adapter(self, model: nn.Module, adapter_name: str, **kwargs) -> None:
+        config = self.peft_config[adapter_name]
+        base_model_type = getattr(getattr(model, "config", None), "model_type", None)
+        if base_model_type not in ("point_transformer", "point_gpt"):
+            raise TypeError(
+                f"Point-PEFT supports the Point-MAE family (point_transformer) and PointGPT (point_gpt) blocks; "
+                f"{type(model).__name__} (model_type {base_model_type!r}) is not supported"
+            )
+        shared = self._shared_state()
+        width = model.config.hidden_size
+        reference = next(model.parameters())
+        coords = nn.Parameter(nn.init.trunc_normal_(torch.empty(config.num_prompt_tokens, 3), std=0.02))
+        self.point_prompt_coords[adapter_name] = coords
+        geometry = SharedGeometry(width, config.ga_attn_dim, config.ga_attn_heads)
+        self.point_prompt_geometry[adapter_name] = geometry.to(reference.device)
+        self.point_prompt_coords[adapter_name].data = self.point_prompt_coords[adapter_name].data.to(reference.device)
+        if config.use_memory_bank and config.bank_size is not None:  # loading: allocate before the state dict
+            dtype = torch.float16 if config.bank_dtype == "float16" else torch.float32
+            self.point_prompt_bank[adapter_name] = torch.zeros(
+                config.bank_size, width, dtype=dtype, device=reference.device
+            )
+            source = getattr(getattr(model, "config", None), "name_or_path", None)
+            if config.bank_source and source and config.bank_source != source:
+                warnings.warn(
+                    f"the memory bank of adapter {adapter_name!r} was computed with base {config.bank_source!r}, but "
+                    f"this base is {source!r}: rebuild it with build_memory_bank if the backbone differs",
+                    stacklevel=2,
+                )
+        shared.settings[adapter_name] = config
+        super().inject_adapter(model, adapter_name, **kwargs)
+        for module in model.modules():
+            if isinstance(module, PointPromptBlock):
+                object.__setattr__(module, "shared", shared)
+        self._sync_shared_requires_grad()
+
+    def _extra_targets(self, peft_config) -> set[str]:
+        if not peft_config.bias_tuning:
+            return set()
+        backbone = get_backbone(peft_config.base_model_type)
+        final = {"point_transformer": "norm", "point_gpt": "encoder.ln_f"}[backbone.model_type]
+        prefix = f"{backbone.base_prefix}." if hasattr(self.model, backbone.base_prefix) else ""
+        name, module = find_module(self.model, prefix + final)
+        return {name} if isinstance(module, (nn.LayerNorm, PointPromptNorm)) else set()
+
+    def _create_extra(self, peft_config, adapter_name, target, target_name, parent, current_key) -> bool:
+        if isinstance(target, PointPromptNorm):
+            target.update_layer(adapter_name)
+            return True
+        if isinstance(target, nn.LayerNorm) and current_key in self._extra_targets(peft_config):
+            new_module = PointPromptNorm(target, adapter_name, self.point_context)
+            if adapter_name not in self.active_adapters:
+                new_module.requires_grad_(False)
+            self._replace_module(parent, target_name, new_module, target)
+            return True
+        return False
+
+    def _check_target_module_exists(self, peft_config, key: str):
+        result = super()._check_target_module_exists(peft_config, key)
+        # an explicit block list may not name the final norm; the blocks pattern must not match it either
+        if result and key in self._extra_targets(peft_config):
+            return True
+        if result and not re.search(r"\.\d+$", key) and key not in getattr(self, "_bn_targets", ()):
+            return False
+        return result
+
+    # ---------------------------------------------------------------- adapters on / off / deleted
+    def _sync_shared_requires_grad(self) -> None:
+        active = set(self.active_adapters)
+        for name, param in self.point_prompt_coords.items():
+            config = self.peft_config.get(name)
+            param.requires_grad = (
+                name in active and config is not None and config.learn_prompt_coords and not config.inference_mode
+            )
+        for name, module in self.point_prompt_geometry.items():
+            config = self.peft_config.get(name)
+            module.requires_grad_(name in active and config is not None and not config.inference_mode)
+
+    def set_adapter(self, adapter_name, inference_mode: bool = False) -> None:
+        super().set_adapter(adapter_name, inference_mode=inference_mode)
+        self._sync_shared_requires_grad()
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)
+        for container in (self.point_prompt_coords, self.point_prompt_geometry, self.point_prompt_bank):
+            if adapter_name in container:
+                del container[adapter_name]
+        self._shared_state().settings.pop(adapter_name, None)
+        self._sync_shared_requires_grad()
+
+    # ---------------------------------------------------------------- the memory bank
+    def query_features(self, points: torch.Tensor) -> torch.Tensor:
+        """phi(points) [B, C]: the frozen base's patch-token feature, as used for the bank and the query."""
+        return self._shared_state().feature_fn(points)
