@@ -233,6 +233,10 @@ def _add_finetune(sub) -> None:
         "--workers", type=int, default=t.num_workers, help="data-loader worker processes (default %(default)s)"
     )
     p.add_argument("--max-steps-per-epoch", type=int, help="cap the optimizer steps per epoch (quick runs)")
+    p.add_argument("--bank-max-size", type=int, help="point-prompt: keep a seeded random subset of this many bank rows")
+    p.add_argument(
+        "--bank-dtype", choices=("float32", "float16"), help="point-prompt: storage dtype of the memory bank"
+    )
     _add_training_flags(p, t)
     p.set_defaults(func=_run_finetune)
 
@@ -277,6 +281,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         method_options=_key_values(args.method_option, "--method-option"),
         model_options=_key_values(args.model_option, "--model-option"),
         training=_training_args(args),
+        bank_options={k: v for k, v in (("max_size", args.bank_max_size), ("dtype", args.bank_dtype)) if v is not None},
         command="point-peft " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     run_finetune(job)

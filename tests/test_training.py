@@ -249,3 +249,17 @@ def test_bad_arguments_fail_clearly(backbone, tmp_path):
         run_finetune(job(backbone, tmp_path / "b", num_points=8), log=lambda *a: None)
     with pytest.raises(ValueError, match="unknown method 'adapterx'"):
         run_finetune(job(backbone, tmp_path / "c", method="adapterx"), log=lambda *a: None)
+
+
+def test_point_prompt_job_builds_its_bank_from_the_training_part(backbone, tmp_path):
+    logs = []
+    j = job(backbone, tmp_path / "pp", method="point-prompt", epochs=1)
+    j.method_options = {"num_prompt_tokens": 6, "bank_topk": 4, "ga_k": 4, "prompt_layers": 1}
+    results = run_finetune(j, log=logs.append)
+    train_rows = 15 * DATA["train_per_class"] - 15  # the validation split (10%, at least one per class) is held out
+    assert any(f"memory bank: {train_rows} rows" in line for line in logs)
+    from safetensors.torch import load_file
+
+    saved = load_file(tmp_path / "pp" / "adapter" / "adapter_model.safetensors")
+    assert saved["base_model.point_prompt_bank"].shape[0] == train_rows
+    assert results["trainable_parameters"] > 0

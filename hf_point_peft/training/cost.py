@@ -49,6 +49,7 @@ class CostSpec:
     seed: int = 0
     model_config: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, Any] = field(default_factory=dict)
+    bank_rows: int = 11416  # Point-PEFT: rows of the (random) memory bank, PB_T50_RS's training-set size
 
 
 def _sync(device: torch.device) -> None:
@@ -82,6 +83,10 @@ def measure_cost(spec: CostSpec, baseline_rss: int | None = None) -> dict[str, A
         **spec.model_config,
     )
     model = prepare_model(spec.method, PointTransformerForClassification(config), **spec.method_options).to(device)
+    if spec.method == "point-prompt" and model.peft_config["default"].use_memory_bank:
+        # the bank's content does not change the cost; its size does
+        model.base_model.point_prompt_bank["default"] = torch.randn(spec.bank_rows, config.hidden_size, device=device)
+        model.peft_config["default"].bank_size = spec.bank_rows
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     gen = torch.Generator().manual_seed(spec.seed)

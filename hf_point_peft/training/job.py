@@ -37,6 +37,7 @@ class FinetuneJob:
     model_options: dict[str, Any] = field(default_factory=dict)
     training: TrainingArguments = field(default_factory=TrainingArguments)
     command: str | None = None  # how the run was started, recorded in the model card
+    bank_options: dict[str, Any] = field(default_factory=dict)  # Point-PEFT: build_memory_bank(max_size=, dtype=)
 
 
 def _manifest(job: FinetuneJob, model: torch.nn.Module, num_labels: int) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def run_finetune(job: FinetuneJob, log=print) -> dict[str, Any]:
         f"{job.method} on {job.backbone} ({config.model_type}, width {config.hidden_size}), dataset {job.dataset}: "
         f"{trainable:,} trainable parameters of {total:,} ({100 * trainable / total:.2f}%)"
     )
-    results = train(model, data, args, manifest)
+    results = train(model, data, args, manifest, before_training=_bank_builder(job, log))
     model, accelerator = results.pop("model"), results.pop("accelerator")
     results.update(
         label_names=names,
@@ -96,6 +97,21 @@ def run_finetune(job: FinetuneJob, log=print) -> dict[str, Any]:
         log(f"trainable parameters: {trainable:,} of {total:,}; saved to {folder}")
     accelerator.wait_for_everyone()
     return results
+
+
+def _bank_builder(job: FinetuneJob, log):
+    """Point-PEFT needs its memory bank before the first step: phi of every training sample (validation excluded),
+    computed identically on every process."""
+    if job.method != "point-prompt" or not job.method_options.get("use_memory_bank", True):
+        return None
+
+    def build(model: torch.nn.Module, train_split) -> None:
+        from ..tuners.point_prompt import build_memory_bank
+
+        rows = build_memory_bank(model, train_split, num_points=job.training.num_points, **job.bank_options)
+        log(f"memory bank: {rows} rows of frozen features from the training split")
+
+    return build
 
 
 def save_result(model: torch.nn.Module, job: FinetuneJob, results: dict[str, Any], out: Path) -> Path:

@@ -16,7 +16,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,10 +144,17 @@ def _set_sync_batchnorm(model: torch.nn.Module, enabled: bool) -> None:
 
 
 def train(
-    model: torch.nn.Module, data: DatasetDict, args: TrainingArguments, manifest: dict[str, Any]
+    model: torch.nn.Module,
+    data: DatasetDict,
+    args: TrainingArguments,
+    manifest: dict[str, Any],
+    before_training: Callable[[torch.nn.Module, Any], None] | None = None,
 ) -> dict[str, Any]:
     """Train `model` (already set up for its method) on `data["train"]`, evaluate on a carved validation split and on
-    `data["test"]` every epoch, checkpoint every epoch. Returns the metrics (also in `<output_dir>/metrics.json`)."""
+    `data["test"]` every epoch, checkpoint every epoch. Returns the metrics (also in `<output_dir>/metrics.json`).
+
+    `before_training(model, train_split)` runs on every process once the validation split is carved, before the
+    model is wrapped for distribution (Point-PEFT builds its memory bank from the training part there)."""
     args.validate()
     for split in ("train", "test"):
         if split not in data:
@@ -194,6 +201,8 @@ def train(
         )
         for name, split in (("validation", val_split), ("test", data["test"]))
     }
+    if before_training is not None:
+        before_training(model, train_split)
     steps_per_epoch = len(train_loader) // args.gradient_accumulation_steps
     if args.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, args.max_steps_per_epoch)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
-from ..tuners import PointGSTConfig
+from ..tuners import PointGSTConfig, PointPromptConfig
 from ..tuners.backbones import get_backbone
 
 __all__ = ["METHODS", "PEFT_METHODS", "prepare_model", "trainable_parameters"]
@@ -40,6 +40,11 @@ def _pointgst(model: nn.Module, **options) -> PeftModel:
     return get_peft_model(model, PointGSTConfig(**options))
 
 
+def _point_prompt(model: nn.Module, **options) -> PeftModel:
+    """Point-PEFT; its memory bank is built from the training split by the training job (`build_memory_bank`)."""
+    return get_peft_model(model, PointPromptConfig(**options))
+
+
 def _lora(model: nn.Module, rank: int = 8, alpha: int | None = None, **options) -> PeftModel:
     """peft's LoRA on the attention projections (fused qkv and output projection), head and cls trained in full."""
     config = LoraConfig(
@@ -56,9 +61,10 @@ METHODS: dict[str, Callable[..., nn.Module]] = {
     "full": _full,
     "linear": _linear,
     "pointgst": _pointgst,
+    "point-prompt": _point_prompt,
     "lora": _lora,
 }
-PEFT_METHODS = ("pointgst", "lora")
+PEFT_METHODS = ("pointgst", "point-prompt", "lora")
 
 
 def prepare_model(method: str, model: nn.Module, **options) -> nn.Module:

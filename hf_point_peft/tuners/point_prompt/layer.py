@@ -327,7 +327,7 @@ class PointPromptBlock(nn.Module, PointPromptLayer):
 
     def _adapted_forward(self, name, config, graph, cm, hidden_states, position_embeddings=None, *args, **kwargs):
         base = self.base_layer
-        deltas = self.point_prompt_bias.get(name, None)
+        deltas = self.point_prompt_bias[name] if name in self.point_prompt_bias else None  # noqa: SIM401 (ModuleDict)
         x = hidden_states if position_embeddings is None else hidden_states + position_embeddings
         batch, p = x.shape[0], self.num_prefix
         prompts = self.point_prompt_tokens[name](batch, cm) if name in self.point_prompt_tokens else None
