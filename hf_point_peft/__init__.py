@@ -14,11 +14,21 @@ from .models import (
     PointTransformerForMaskedModeling,
     PointTransformerModel,
 )
-from .tuners import PointGSTConfig, PointGSTModel, PointPromptConfig, PointPromptModel, build_memory_bank
+from .tuners import (
+    Any2PointConfig,
+    Any2PointModel,
+    PointGSTConfig,
+    PointGSTModel,
+    PointPromptConfig,
+    PointPromptModel,
+    build_memory_bank,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Any2PointConfig",
+    "Any2PointModel",
     "AutoModelForPointCloudClassification",
     "PointGPTConfig",
     "PointGPTForClassification",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import itertools
 import re
+from contextlib import contextmanager
 
 from peft.tuners.tuners_utils import BaseTuner, _ExcludedModule, check_target_module_exists
 from torch import nn
@@ -17,7 +18,7 @@ from torch import nn
 from .backbones import find_module, get_backbone, model_width
 from .context import CentresContext, install_centres_hook, remove_centres_hooks
 
-__all__ = ["PointTuner"]
+__all__ = ["InputDependentTuner", "PointTuner", "checkpointed", "suspended_checkpointing"]
 
 _NOT_MERGEABLE = (
     "{name} adapters depend on the input point cloud (they are computed from the token centres of each forward), so "
@@ -25,11 +26,66 @@ _NOT_MERGEABLE = (
 )
 
 
-class PointTuner(BaseTuner):
-    """Subclasses set `prefix`, `tuner_layer_cls`, `block_layer_cls`, `bn_layer_cls` and `method_name`."""
+@contextmanager
+def suspended_checkpointing(module: nn.Module):
+    """Turn a GradientCheckpointingLayer's own checkpointing off for one call (the caller checkpoints already)."""
+    flag = getattr(module, "gradient_checkpointing", False)
+    if flag:
+        module.gradient_checkpointing = False
+    try:
+        yield
+    finally:
+        if flag:
+            module.gradient_checkpointing = True
+
+
+def checkpointed(wrapper: nn.Module, base: nn.Module, run, hidden_states, *args):
+    """`run(hidden_states, *args)`, checkpointed as one unit when the wrapped block has gradient checkpointing on.
+
+    Adapter wrappers read or modify tensors inside the block, so they checkpoint the block together with their own
+    computation, with every input that selects the computation bound in `run`: the recomputation in backward then
+    repeats exactly what the forward did."""
+    if wrapper.training and getattr(base, "gradient_checkpointing", False):
+        return base._gradient_checkpointing_func(run, hidden_states, *args)
+    return run(hidden_states, *args)
+
+
+class InputDependentTuner(BaseTuner):
+    """A peft tuner whose adapters depend on the input: merging is refused early with a pointer to `unload()`, and
+    modules are swapped without peft's assumption that every wrapped module has a `weight`."""
 
     uses_shared_state = True
     target_module_mapping: dict = {}
+    method_name = "point"
+
+    def _replace_module(self, parent, child_name, new_module, child) -> None:
+        """Swap `child` for `new_module`, placing new adapter weights on the wrapped module's device.
+
+        peft's default copies `child.weight` onto unwrapped modules, which blocks, BatchNorm wrappers and the
+        weight-less modules_to_save of point models (the head Sequential, the cls-token module) do not have."""
+        setattr(parent, child_name, new_module)
+        if hasattr(child, "base_layer"):
+            child = child.base_layer
+        reference = next(itertools.chain(child.parameters(), child.buffers()), None)
+        if reference is None:
+            return
+        for name, module in new_module.named_modules():
+            if self.prefix in name:
+                module.to(reference.device)
+
+    def _check_merge_allowed(self):
+        raise ValueError(_NOT_MERGEABLE.format(name=self.method_name))
+
+    def merge_and_unload(self, *args, **kwargs):
+        raise ValueError(_NOT_MERGEABLE.format(name=self.method_name))
+
+    def merge_adapter(self, *args, **kwargs) -> None:
+        raise ValueError(_NOT_MERGEABLE.format(name=self.method_name))
+
+
+class PointTuner(InputDependentTuner):
+    """Subclasses set `prefix`, `tuner_layer_cls`, `block_layer_cls`, `bn_layer_cls` and `method_name`."""
+
     block_layer_cls: type[nn.Module]
     bn_layer_cls: type[nn.Module]
     method_name = "point"
@@ -137,34 +193,9 @@ class PointTuner(BaseTuner):
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
 
-    def _replace_module(self, parent, child_name, new_module, child) -> None:
-        """Swap `child` for `new_module`, placing new adapter weights on the wrapped module's device.
-
-        peft's default copies `child.weight` onto unwrapped modules, which blocks, BatchNorm wrappers and the
-        weight-less modules_to_save of point models (the head Sequential, the cls-token module) do not have."""
-        setattr(parent, child_name, new_module)
-        if hasattr(child, "base_layer"):
-            child = child.base_layer
-        reference = next(itertools.chain(child.parameters(), child.buffers()), None)
-        if reference is None:
-            return
-        for name, module in new_module.named_modules():
-            if self.prefix in name:
-                module.to(reference.device)
-
     def _create_extra(self, peft_config, adapter_name, target, target_name, parent, current_key) -> bool:
         """Subclasses wrap other targets (e.g. the final norm) here; return True when `target` was handled."""
         return False
-
-    # ---------------------------------------------------------------- no merging, clean unloading
-    def _check_merge_allowed(self):
-        raise ValueError(_NOT_MERGEABLE.format(name=self.method_name))
-
-    def merge_and_unload(self, *args, **kwargs):
-        raise ValueError(_NOT_MERGEABLE.format(name=self.method_name))
-
-    def merge_adapter(self, *args, **kwargs) -> None:
-        raise ValueError(_NOT_MERGEABLE.format(name=self.method_name))
 
     def unload(self) -> nn.Module:
         remove_centres_hooks(self.model, self.point_context)

@@ -10,6 +10,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from ...geometry.spectral import GraphBases, graph_bases
+from ..base import checkpointed, suspended_checkpointing
 from ..bn_stats import BatchNormStatsMixin
 from ..context import CentresContext
 from .config import PointGSTConfig
@@ -144,27 +145,18 @@ class PointGSTBlock(nn.Module, PointGSTLayer):
         active = self._active()
         if not active:
             return self.base_layer(hidden_states, *args, **kwargs)
-        base = self.base_layer
-        if self.training and getattr(base, "gradient_checkpointing", False):
-            # checkpoint the block *and* its adapters as one unit (the adapters read a mid-block tensor)
-            return base._gradient_checkpointing_func(
-                partial(self._adapted_forward, active, **kwargs), hidden_states, *args
-            )
-        return self._adapted_forward(active, hidden_states, *args, **kwargs)
+        run = partial(self._adapted_forward, active, **kwargs)
+        return checkpointed(self, self.base_layer, run, hidden_states, *args)
 
     def _adapted_forward(self, active: list[str], hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         base = self.base_layer
         capture = _InputCapture()
         handle = getattr(base, self.block_norm).register_forward_pre_hook(capture)
-        checkpointing = getattr(base, "gradient_checkpointing", False)
         try:
-            if checkpointing:
-                base.gradient_checkpointing = False  # already inside our checkpoint (or not training)
-            output = base(hidden_states, *args, **kwargs)
+            with suspended_checkpointing(base):  # already inside our checkpoint (or not training)
+                output = base(hidden_states, *args, **kwargs)
         finally:
             handle.remove()
-            if checkpointing:
-                base.gradient_checkpointing = True
         if capture.value is None:
             raise RuntimeError(f"{type(base).__name__}.{self.block_norm} was not called during the block forward")
         for name in active:

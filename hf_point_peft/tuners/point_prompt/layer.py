@@ -13,6 +13,7 @@ from torch import nn
 
 from ...geometry import farthest_point_sample, gather_points, knn
 from ...models.layers import BatchNorm1d
+from ..base import checkpointed
 from ..bn_stats import BatchNormStatsMixin
 from ..context import CentresContext
 from .config import PointPromptConfig
@@ -308,11 +309,8 @@ class PointPromptBlock(nn.Module, PointPromptLayer):
         prompted = name in self.point_prompt_tokens
         graph = self.shared.graph(self.context, name, prompted and config.learn_prompt_coords)
         cm = self.shared.prompt_input(self.context, name) if prompted and config.use_memory_bank else None
-        base = self.base_layer
         run = partial(self._adapted_forward, name, config, graph, cm, **kwargs)
-        if self.training and getattr(base, "gradient_checkpointing", False):
-            return base._gradient_checkpointing_func(run, hidden_states, *args)
-        return run(hidden_states, *args)
+        return checkpointed(self, self.base_layer, run, hidden_states, *args)
 
     def _norm(self, norm: nn.LayerNorm, x: torch.Tensor, delta: torch.Tensor | None) -> torch.Tensor:
         bias = norm.bias if delta is None else norm.bias + delta

@@ -1,0 +1,184 @@
+"""`Any2PointConfig` (specs/any2point.md §8): any-modality encoders as point-cloud classifiers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from peft import PeftConfig
+
+from ...registry import add_peft_type
+
+__all__ = ["PAPER_PRESETS", "Any2PointConfig"]
+
+# §12: (backbone, dataset) -> config fields (`from_paper` also sets init_weights=False)
+PAPER_PRESETS = {
+    ("clip", "scanobjectnn"): dict(
+        adapter_rank=16,
+        scale_factor=0.3,
+        coef=0.3,
+        cell_size=2.0,
+        voxel_size=0.08,
+        pooling="mean",
+        pe_injection="every_block",
+        line_direction=(-1.0, 0.0, 1.0),
+        knn_k=81,
+        tokenizer_norm="group_max",
+    ),
+    ("dinov2", "scanobjectnn"): dict(
+        adapter_rank=8,
+        scale_factor=0.3,
+        coef=0.7,
+        cell_size=26.0,
+        voxel_size=0.16,
+        pooling="mean",
+        pe_injection="every_block",
+        view_translation=-1.8,
+        knn_k=64,
+        tokenizer_norm="group_max",
+    ),
+    ("audio", "scanobjectnn"): dict(
+        adapter_rank=12,
+        scale_factor=0.3,
+        coef=0.5,
+        cell_size=16.0,
+        voxel_size=0.16,
+        pooling="mean",
+        pe_injection="input",
+        view_translation=-1.4,
+        knn_k=64,
+        tokenizer_norm="group_max",
+    ),
+    ("clip", "modelnet40"): dict(
+        adapter_rank=16,
+        scale_factor=0.3,
+        coef=0.5,
+        cell_size=2.0,
+        voxel_size=0.16,
+        pooling="mean",
+        pe_injection="input",
+        line_direction=(1.0, -1.0, 0.0),
+        knn_k=64,
+        tokenizer_norm="std",
+    ),
+    ("dinov2", "modelnet40"): dict(
+        adapter_rank=8,
+        scale_factor=1.0,
+        coef=0.1,
+        cell_size=26.0,
+        voxel_size=0.16,
+        pooling="max_mean",
+        pe_injection="every_block",
+        view_translation=-1.4,
+        knn_k=81,
+        tokenizer_norm="std",
+    ),
+    ("audio", "modelnet40"): dict(
+        adapter_rank=8,
+        scale_factor=1.0,
+        coef=0.1,
+        cell_size=16.0,
+        voxel_size=0.16,
+        pooling="max_mean",
+        pe_injection="input",
+        view_translation=-1.4,
+        knn_k=81,
+        tokenizer_norm="std",
+    ),
+}
+
+
+@dataclass
+class Any2PointConfig(PeftConfig):
+    """Any2Point: a trainable 3D tokenizer feeds a frozen source encoder (CLIP text, BERT, RoBERTa, DINOv2, AST,
+    ImageBind audio) whose own position table is sampled through virtual 1D / 2D projections of the token centres;
+    every layer gets an any-to-3D guided adapter; a new head classifies. Backbone-dependent `None`s are resolved at
+    injection and written back."""
+
+    num_labels: int | None = field(default=None, metadata={"help": "Classes of the point-cloud head (required)."})
+    num_views: int = field(default=6, metadata={"help": "Virtual views M (1-6)."})
+    coef: float | None = field(default=None, metadata={"help": "Guidance weight lambda; None: by backbone."})
+    scale_factor: float = field(default=0.3, metadata={"help": "Scale s of the bottleneck adapter."})
+    adapter_rank: int | None = field(default=None, metadata={"help": "Bottleneck rank r; None: 16 (1D) / 8 (2D)."})
+    adapter_dropout: float = field(default=0.1, metadata={"help": "Dropout inside the bottleneck."})
+    local_attn_dim: int = field(default=12, metadata={"help": "Inner width a of the per-view local attention."})
+    local_attn_heads: int = field(default=6, metadata={"help": "Heads of the local attention (divide the dim)."})
+    cell_size: float | None = field(default=None, metadata={"help": "Cell size (table positions / canvas px)."})
+    voxel_size: float = field(default=0.16, metadata={"help": "3D reference voxel size, input units."})
+    pooling: str = field(default="mean", metadata={"help": "Per-view cell pooling: 'mean' or 'max_mean'."})
+    bn_over_empty_cells: bool = field(default=True, metadata={"help": "Per-view BN statistics count empty cells."})
+    pe_injection: str | None = field(default=None, metadata={"help": "'input' or 'every_block'; None: by backbone."})
+    view_translation: float | None = field(default=None, metadata={"help": "Camera offset t < 0 (2D)."})
+    line_direction: tuple[float, float, float] | list[float] = field(
+        default=(-1.0, 0.0, 1.0), metadata={"help": "Projection line d (1D), non-zero."}
+    )
+    pe_table_length_1d: int | None = field(default=None, metadata={"help": "Use the first L rows of a 1D table."})
+    knn_k: int = field(default=64, metadata={"help": "Neighbours per centre in the 3D tokenizer (1-256)."})
+    tokenizer_norm: str = field(default="group_max", metadata={"help": "'group_max' or 'std' offset normalisation."})
+    audio_grid_layout: str = field(default="mel_time", metadata={"help": "'mel_time' or 'official_19x12' (ImageBind)."})
+    head_hidden: tuple[int, ...] | list[int] = field(
+        default=(256, 256), metadata={"help": "Hidden widths of the head."}
+    )
+    head_dropout: float = field(default=0.5, metadata={"help": "Dropout of the head."})
+    init_weights: bool = field(default=True, metadata={"help": "True: identity guided branch at step 0."})
+    target_modules: list[str] | str | None = field(default=None, metadata={"help": "Layers to wrap; None: all."})
+    layers_to_transform: list[int] | int | None = field(default=None, metadata={"help": "Only these layer indices."})
+    exclude_modules: list[str] | str | None = field(default=None, metadata={"help": "Modules never to wrap."})
+    modules_to_save: list[str] | None = field(default=None, metadata={"help": "Extra source modules to train."})
+    source_model_type: str | None = field(default=None, metadata={"help": "Set at injection."})
+    source_hidden_size: int | None = field(default=None, metadata={"help": "Set at injection."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.peft_type = add_peft_type("any2point")
+        if self.task_type is not None:
+            raise ValueError(f"task_type must be None for Any2PointConfig, got {self.task_type!r}")
+        if not isinstance(self.num_labels, int) or isinstance(self.num_labels, bool) or self.num_labels < 2:
+            raise ValueError(f"Any2PointConfig.num_labels must be an integer >= 2, got {self.num_labels!r}")
+        if not 1 <= self.num_views <= 6:
+            raise ValueError(f"Any2PointConfig.num_views must be in 1..6, got {self.num_views!r}")
+        if self.coef is not None and self.coef < 0:
+            raise ValueError(f"Any2PointConfig.coef must be >= 0, got {self.coef!r}")
+        if self.adapter_rank is not None and self.adapter_rank <= 0:
+            raise ValueError(f"Any2PointConfig.adapter_rank must be positive, got {self.adapter_rank!r}")
+        if self.local_attn_dim <= 0 or self.local_attn_heads <= 0 or self.local_attn_dim % self.local_attn_heads:
+            raise ValueError(
+                f"Any2PointConfig.local_attn_heads ({self.local_attn_heads}) must divide local_attn_dim "
+                f"({self.local_attn_dim})"
+            )
+        if self.cell_size is not None and not self.cell_size > 0:
+            raise ValueError(f"Any2PointConfig.cell_size must be > 0, got {self.cell_size!r}")
+        if not self.voxel_size > 0:
+            raise ValueError(f"Any2PointConfig.voxel_size must be > 0, got {self.voxel_size!r}")
+        choices = {
+            "pooling": ("mean", "max_mean"),
+            "pe_injection": ("input", "every_block", None),
+            "tokenizer_norm": ("group_max", "std"),
+            "audio_grid_layout": ("mel_time", "official_19x12"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"Any2PointConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.view_translation is not None and not self.view_translation < 0:
+            raise ValueError(f"Any2PointConfig.view_translation must be < 0, got {self.view_translation!r}")
+        line = tuple(float(v) for v in self.line_direction)
+        if len(line) != 3 or all(v == 0 for v in line):
+            raise ValueError(f"Any2PointConfig.line_direction must be 3 non-zero floats, got {self.line_direction!r}")
+        self.line_direction = list(line)
+        if not 1 <= self.knn_k <= 256:
+            raise ValueError(f"Any2PointConfig.knn_k must be in 1..256, got {self.knn_k!r}")
+        if not 0 <= self.adapter_dropout < 1 or not 0 <= self.head_dropout < 1:
+            raise ValueError(
+                f"dropouts must be in [0, 1): adapter_dropout={self.adapter_dropout!r}, head_dropout={self.head_dropout!r}"
+            )
+        self.head_hidden = [int(v) for v in self.head_hidden]
+        if any(v <= 0 for v in self.head_hidden):
+            raise ValueError(f"Any2PointConfig.head_hidden must hold positive widths, got {self.head_hidden!r}")
+
+    @classmethod
+    def from_paper(cls, backbone: str, dataset: str, **kwargs) -> Any2PointConfig:
+        """The paper's preset (§12) for backbone in {clip, dinov2, audio} and dataset in {scanobjectnn, modelnet40};
+        also sets init_weights=False, as the official runs start."""
+        key = (backbone.lower(), dataset.lower())
+        if key not in PAPER_PRESETS:
+            raise ValueError(f"no paper preset for {key}; known: {sorted(PAPER_PRESETS)}")
+        return cls(**{**PAPER_PRESETS[key], "init_weights": False, **kwargs})

@@ -1,0 +1,288 @@
+"""Any2Point layers (specs/any2point.md §6): the bottleneck on each layer's attach sub-module and the any-to-3D
+guided branch on the layer output, plus the tuner-level modules (local attention per view, cls, head)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+
+from ..base import checkpointed, suspended_checkpointing
+from .config import Any2PointConfig
+
+__all__ = [
+    "Any2PointContext",
+    "Any2PointLayer",
+    "Any2PointLayerWrapper",
+    "CellBatchNorm",
+    "ClsModule",
+    "LocalCellAttention",
+    "PointHead",
+    "guidance_weights",
+    "segment_max",
+    "segment_mean",
+]
+
+
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(1.702 * x)
+
+
+class Any2PointContext:
+    """Per-point-forward state read by every wrapped layer: the active adapter, per-view cells [M, B, G] (global
+    ids b * n_cells + cell), voxel ids [B, G] (global), the number of cells per view. Rebuilt each point forward,
+    never cleared (gradient-checkpoint recomputation reads it); `in_point_forward` is True only while the tuner runs a
+    point forward, so calls in the source modality see the plain layers."""
+
+    def __init__(self) -> None:
+        self.in_point_forward = False
+        self.adapter: str | None = None
+        self.cells: torch.Tensor | None = None
+        self.num_cells = 0
+        self.voxels: torch.Tensor | None = None
+        self.num_voxels = 0
+        self.masks: list[torch.Tensor] = []
+
+    def __getstate__(self) -> dict:
+        return {
+            "in_point_forward": False,
+            "adapter": None,
+            "cells": None,
+            "num_cells": 0,
+            "voxels": None,
+            "num_voxels": 0,
+            "masks": [],
+        }
+
+
+def segment_mean(x: torch.Tensor, ids: torch.Tensor, num: int) -> torch.Tensor:
+    """Mean of the rows of x [R, C] per segment id in [0, num) -> [num, C] (empty segments are 0)."""
+    sums = x.new_zeros(num, x.shape[1]).index_add(0, ids, x)
+    counts = torch.bincount(ids, minlength=num).clamp_min(1).to(x.dtype).unsqueeze(1)
+    return sums / counts
+
+
+def segment_max(x: torch.Tensor, ids: torch.Tensor, num: int) -> torch.Tensor:
+    out = x.new_full((num, x.shape[1]), float("-inf"))
+    out = out.scatter_reduce(0, ids.unsqueeze(1).expand_as(x), x, reduce="amax", include_self=True)
+    return torch.where(torch.isinf(out), torch.zeros_like(out), out)
+
+
+class CellBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over pooled cells. With `count_empty=True` (the official behaviour) the statistics cover every cell
+    of every sample, empty ones counting as zero rows, computed from the occupied rows and the total count without
+    materialising the empty rows; the running variance is unbiased over that count."""
+
+    def forward_cells(self, occupied: torch.Tensor, total: int | None) -> torch.Tensor:
+        if not self.training or total is None:
+            return super().forward(occupied)
+        rows = float(total)
+        mean = occupied.sum(0) / rows
+        var = ((occupied - mean).square().sum(0) + (rows - occupied.shape[0]) * mean.square()) / rows
+        with torch.no_grad():
+            momentum = self.momentum if self.momentum is not None else 0.1
+            self.running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
+            self.running_var.mul_(1 - momentum).add_(var.detach() * rows / max(rows - 1, 1.0), alpha=momentum)
+            self.num_batches_tracked.add_(1)
+        return (occupied - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
+class LocalCellAttention(nn.Module):
+    """Attention among the tokens of one sample that share a cell: qkv Linear(W, 3a), out Linear(a, W), a^-1/2 scale."""
+
+    def __init__(self, width: int, dim: int, heads: int):
+        super().__init__()
+        self.dim, self.heads = dim, heads
+        self.qkv = nn.Linear(width, 3 * dim)
+        self.out = nn.Linear(dim, width)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, tokens, _ = x.shape
+        q, k, v = self.qkv(x).reshape(batch, tokens, 3, self.heads, self.dim // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1), scale=self.dim**-0.5)
+        return self.out(out.transpose(1, 2).reshape(batch, tokens, self.dim))
+
+
+class ClsModule(nn.Module):
+    def __init__(self, width: int, token: torch.Tensor | None = None):
+        super().__init__()
+        self.token = nn.Parameter(
+            token.detach().clone().reshape(1, 1, width).float()
+            if token is not None
+            else nn.init.normal_(torch.empty(1, 1, width), std=0.02)
+        )
+        self.position = nn.Parameter(nn.init.normal_(torch.empty(1, 1, width), std=0.02))
+
+
+class PointHead(nn.Sequential):
+    """2W -> hidden (Linear without bias, BN, ReLU, Dropout)... -> num_labels."""
+
+    def __init__(self, in_features: int, hidden: list[int], num_labels: int, dropout: float):
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h, bias=False), nn.BatchNorm1d(h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            width = h
+        layers.append(nn.Linear(width, num_labels))
+        super().__init__(*layers)
+
+
+class _Bottleneck(nn.Module):
+    def __init__(self, width: int, rank: int, dropout: float, zero_up: bool):
+        super().__init__()
+        self.down = nn.Linear(width, rank)
+        self.up = nn.Linear(rank, width)
+        self.drop = nn.Dropout(dropout)
+        for linear in (self.down, self.up):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
+        if zero_up:
+            nn.init.zeros_(self.up.weight)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.up(self.drop(quick_gelu(self.down(f))))
+
+
+class _GuidedNorms(nn.Module):
+    """The M + 1 BatchNorms of one layer and adapter: one over the 3D voxels, one per view over the cells."""
+
+    def __init__(self, width: int, views: int, zero_view_gamma: bool):
+        super().__init__()
+        self.voxel = nn.BatchNorm1d(width)
+        self.views = nn.ModuleList([CellBatchNorm(width) for _ in range(views)])
+        if zero_view_gamma:
+            for bn in self.views:
+                nn.init.zeros_(bn.weight)
+
+
+def guidance_weights(views: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """w_v = (1 + cos(F_v, F_3D)) / 2, normalised over the views per token: views [M, R, C], reference [R, C] -> [M, R]."""
+    # cosine is clamped to [-1, 1] only against round-off, so the weights cannot dip below zero
+    w = (1 + F.cosine_similarity(views, reference.unsqueeze(0), dim=-1).clamp(-1.0, 1.0)) / 2
+    return w / (w.sum(0, keepdim=True) + 1e-6)
+
+
+class _AttachHook:
+    """Forward hook on a layer's attach sub-module: f <- f + s * Up(Drop(QuickGELU(Down(f)))) while the owning
+    wrapper runs an adapted forward (its `running` adapter is set); otherwise it leaves the output alone."""
+
+    def __init__(self, wrapper: Any2PointLayerWrapper) -> None:
+        self.wrapper = wrapper
+
+    def __call__(self, module: nn.Module, args, output):
+        name = self.wrapper.running
+        if name is None:
+            return None
+        config = self.wrapper.any2point_settings[name]
+        return output + config.scale_factor * self.wrapper.any2point_bottleneck[name](output)
+
+
+class Any2PointLayer(BaseTunerLayer):
+    adapter_layer_names: tuple[str, ...] = ("any2point_bottleneck", "any2point_norms")
+    other_param_names: tuple[str, ...] = ("any2point_settings",)
+
+
+class Any2PointLayerWrapper(nn.Module, Any2PointLayer):
+    """One source layer with the Any2Point bottleneck (hooked on its attach sub-module) and the guided branch on its
+    output. Outside a point forward, or while adapters are disabled, it is exactly the source layer."""
+
+    def __init__(
+        self,
+        base_layer: nn.Module,
+        adapter_name: str,
+        config: Any2PointConfig,
+        context: Any2PointContext,
+        attach: str,
+        width: int,
+    ):
+        super().__init__()
+        self.base_layer = base_layer
+        self.context = context
+        self.width = width
+        self.any2point_bottleneck = nn.ModuleDict()
+        self.any2point_norms = nn.ModuleDict()
+        self.any2point_settings: dict[str, Any2PointConfig] = {}
+        self.running: str | None = None
+        object.__setattr__(self, "shared", None)  # set by the tuner: plain references to tuner-level modules
+        self.attach = attach
+        module = base_layer
+        for part in attach.split("."):
+            module = getattr(module, part)
+        module.register_forward_hook(_AttachHook(self))
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, config)
+
+    def update_layer(self, adapter_name: str, config: Any2PointConfig) -> None:
+        bottleneck = _Bottleneck(self.width, config.adapter_rank, config.adapter_dropout, zero_up=config.init_weights)
+        norms = _GuidedNorms(self.width, config.num_views, zero_view_gamma=config.init_weights)
+        reference = next(self.base_layer.parameters())
+        self.any2point_bottleneck[adapter_name] = bottleneck.to(reference.device)
+        self.any2point_norms[adapter_name] = norms.to(reference.device)
+        self.any2point_settings[adapter_name] = config
+        self.set_adapter(self.active_adapters)
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        ctx = self.context
+        name = ctx.adapter if ctx.in_point_forward and not self.disable_adapters else None
+        if name is None or name not in self.any2point_bottleneck:
+            return self.base_layer(hidden_states, *args, **kwargs)
+        run = partial(self._adapted_forward, name, **kwargs)
+        return checkpointed(self, self.base_layer, run, hidden_states, *args)
+
+    def _adapted_forward(self, name: str, hidden_states: torch.Tensor, *args, **kwargs):
+        self.running = name
+        try:
+            with suspended_checkpointing(self.base_layer):
+                out = self.base_layer(hidden_states, *args, **kwargs)
+        finally:
+            self.running = None
+        tensor = out[0] if isinstance(out, tuple) else out
+        guided = self._guided(name, tensor)
+        return (guided, *out[1:]) if isinstance(out, tuple) else guided
+
+    def _guided(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        config = self.any2point_settings[name]
+        if config.coef == 0:
+            return x
+        ctx, shared, norms = self.context, self.shared, self.any2point_norms[name]
+        t = x[:, 1:]
+        batch, groups, width = t.shape
+        flat = t.reshape(batch * groups, width)
+        voxels = ctx.voxels.reshape(-1)
+        pooled3 = segment_max(flat, voxels, ctx.num_voxels) + segment_mean(flat, voxels, ctx.num_voxels)
+        occupied_voxels = torch.unique(voxels)
+        f3_rows = F.gelu(norms.voxel(pooled3[occupied_voxels]))
+        f3 = flat.new_zeros(ctx.num_voxels, width).index_copy(0, occupied_voxels, f3_rows)[voxels]
+        views, weights = [], []
+        total = batch * ctx.num_cells if config.bn_over_empty_cells else None
+        for v in range(config.num_views):
+            attn, ln = shared.local_attn[name][v], shared.view_norm[name][v]
+            tv = t + attn(ln(t), ctx.masks[v])
+            cells = ctx.cells[v].reshape(-1)
+            tv_flat = tv.reshape(batch * groups, width)
+            pooled = segment_mean(tv_flat, cells, batch * ctx.num_cells)
+            if config.pooling == "max_mean":
+                pooled = pooled + segment_max(tv_flat, cells, batch * ctx.num_cells)
+            occupied = torch.unique(cells)
+            rows = F.gelu(norms.views[v].forward_cells(pooled[occupied], total))
+            fv = flat.new_zeros(batch * ctx.num_cells, width).index_copy(0, occupied, rows.to(flat.dtype))[cells]
+            views.append(fv)
+        views = torch.stack(views)
+        w = guidance_weights(views, f3)
+        guided = (w.unsqueeze(-1) * views).sum(0).reshape(batch, groups, width)
+        return torch.cat([x[:, :1], t + config.coef * guided], dim=1)
+
+    def merge(self, *args, **kwargs) -> None:
+        raise ValueError("Any2Point adapters depend on the input and cannot be merged; use unload()")
+
+    def unmerge(self) -> None:
+        return None
+
+
+def remove_attach_hooks(model: nn.Module) -> None:
+    for module in model.modules():
+        for key in [k for k, h in module._forward_hooks.items() if isinstance(h, _AttachHook)]:
+            del module._forward_hooks[key]

@@ -1,0 +1,281 @@
+"""`Any2PointModel`: the peft tuner that turns a frozen CLIP-text / BERT / RoBERTa / DINOv2 / AST / ImageBind-audio
+encoder into a point-cloud classifier (specs/any2point.md §3, §9)."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import torch
+from peft.tuners.tuners_utils import _ExcludedModule, check_target_module_exists
+from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from ...geometry import validate_points
+from ...models.point_transformer.modeling_point_transformer import classification_loss
+from ..base import InputDependentTuner
+from .layer import (
+    Any2PointContext,
+    Any2PointLayer,
+    Any2PointLayerWrapper,
+    ClsModule,
+    LocalCellAttention,
+    PointHead,
+    remove_attach_hooks,
+)
+from .projection import pe_1d, pe_2d
+from .recipes import get_module, get_recipe, position_table
+from .tokenizer import PointPNTokenizer
+
+__all__ = ["Any2PointModel", "PointEntry"]
+
+
+class PointEntry:
+    """Replaces the source model's `forward` (an instance attribute, not a module): `points=` runs Any2Point, any
+    other call goes to the model class's own forward. Module-level class, so the model pickles and deep-copies."""
+
+    def __init__(self, tuner: Any2PointModel) -> None:
+        self.tuner = tuner
+
+    def __call__(self, *args, points: torch.Tensor | None = None, labels: torch.Tensor | None = None, **kwargs):
+        if points is None:
+            model = self.tuner.model
+            return type(model).forward(model, *args, **kwargs)
+        return self.tuner.point_forward(points, labels, **kwargs)
+
+
+class _Shared:
+    def __init__(self, local_attn: nn.ModuleDict, view_norm: nn.ModuleDict) -> None:
+        self.local_attn, self.view_norm = local_attn, view_norm
+
+
+class Any2PointModel(InputDependentTuner):
+    """Per adapter, tuner-level modules: `any2point_tokenizer` (3D tokenizer), `any2point_proj`, `any2point_cls`,
+    `any2point_local_attn` and `any2point_view_norm` (one per view, shared by all layers), `any2point_final_norm`
+    (a trainable copy of the source's final norm) and `any2point_head`; every layer of the source gets an
+    `Any2PointLayerWrapper`. The source weights stay frozen and are never saved with the adapter."""
+
+    prefix: str = "any2point_"
+    tuner_layer_cls = Any2PointLayer
+    method_name = "Any2Point"
+
+    # ---------------------------------------------------------------- set-up
+    def _pre_injection_hook(self, model: nn.Module, config, adapter_name: str) -> None:
+        self.any2point_tokenizer = nn.ModuleDict()
+        self.any2point_proj = nn.ModuleDict()
+        self.any2point_cls = nn.ModuleDict()
+        self.any2point_local_attn = nn.ModuleDict()
+        self.any2point_view_norm = nn.ModuleDict()
+        self.any2point_final_norm = nn.ModuleDict()
+        self.any2point_head = nn.ModuleDict()
+        self.__dict__["_a2p_context"] = Any2PointContext()
+        self.__dict__["_a2p_shared"] = _Shared(self.any2point_local_attn, self.any2point_view_norm)
+        model.forward = PointEntry(self)
+
+    @property
+    def context(self) -> Any2PointContext:
+        return self.__dict__["_a2p_context"]
+
+    def _prepare_adapter_config(self, config, model_config: dict):
+        recipe = get_recipe(self.model)
+        width = int(model_config["hidden_size"])
+        if config.source_model_type is not None and config.source_model_type != recipe.model_type:
+            raise ValueError(
+                f"this Any2Point adapter was made for a {config.source_model_type!r} source, not {recipe.model_type!r}"
+            )
+        if config.source_hidden_size is not None and config.source_hidden_size != width:
+            raise ValueError(
+                f"this Any2Point adapter was made for a source of width {config.source_hidden_size}, but this "
+                f"{recipe.model_type} has width {width}"
+            )
+        for key, value in recipe.defaults().items():
+            if getattr(config, key) is None:
+                setattr(config, key, value)
+        if recipe.layout == "2d" and config.view_translation is None:
+            config.view_translation = -1.4
+        if config.audio_grid_layout == "official_19x12" and recipe.model_type != "imagebind_audio":
+            raise ValueError(
+                f"audio_grid_layout='official_19x12' reproduces the official ImageBind layout only; the source is "
+                f"{recipe.model_type!r}"
+            )
+        if config.target_modules is None:
+            config.target_modules = rf"{re.escape(recipe.layers)}\.\d+"
+        config.source_model_type = recipe.model_type
+        config.source_hidden_size = width
+        return config
+
+    def _check_target_module_exists(self, config, key: str):
+        plain = copy.copy(config)
+        plain.layers_to_transform = None
+        result = check_target_module_exists(plain, key)
+        if result and not isinstance(result, _ExcludedModule) and config.layers_to_transform is not None:
+            match = re.search(r"\.(\d+)$", key)
+            layers = config.layers_to_transform
+            layers = [layers] if isinstance(layers, int) else layers
+            if match is None or int(match.group(1)) not in layers:
+                return False
+        return result
+
+    def inject_adapter(self, model: nn.Module, adapter_name: str, **kwargs) -> None:
+        config = self.peft_config[adapter_name]
+        self._prepare_adapter_config(config, model.config.to_dict())
+        recipe = get_recipe(model)
+        width = model.config.hidden_size
+        device = next(model.parameters()).device
+        tokenizer = PointPNTokenizer(config.knn_k, config.tokenizer_norm)
+        self.any2point_tokenizer[adapter_name] = tokenizer.to(device)
+        self.any2point_proj[adapter_name] = (nn.Linear(768, width) if width != 768 else nn.Identity()).to(device)
+        source_cls = get_module(model, recipe.cls_token) if recipe.cls_token else None
+        self.any2point_cls[adapter_name] = ClsModule(width, source_cls).to(device)
+        attn = nn.ModuleList(
+            [LocalCellAttention(width, config.local_attn_dim, config.local_attn_heads) for _ in range(config.num_views)]
+        )
+        self.any2point_local_attn[adapter_name] = attn.to(device)
+        self.any2point_view_norm[adapter_name] = nn.ModuleList(
+            [nn.LayerNorm(width) for _ in range(config.num_views)]
+        ).to(device)
+        final = copy.deepcopy(get_module(model, recipe.final_norm)) if recipe.final_norm else nn.LayerNorm(width)
+        self.any2point_final_norm[adapter_name] = final.float().to(device).requires_grad_(True)
+        self.any2point_head[adapter_name] = PointHead(
+            2 * width, list(config.head_hidden), config.num_labels, config.head_dropout
+        ).to(device)
+        for module in (attn, self.any2point_proj[adapter_name], self.any2point_head[adapter_name]):
+            for linear in module.modules():
+                if isinstance(linear, nn.Linear):
+                    nn.init.xavier_uniform_(linear.weight)
+                    if linear.bias is not None:
+                        nn.init.zeros_(linear.bias)
+        super().inject_adapter(model, adapter_name, **kwargs)
+        for module in model.modules():
+            if isinstance(module, Any2PointLayerWrapper):
+                object.__setattr__(module, "shared", self.__dict__["_a2p_shared"])
+        self._sync_requires_grad()
+
+    def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key, **kwargs):
+        if isinstance(target, Any2PointLayerWrapper):
+            target.update_layer(adapter_name, config)
+            return
+        recipe = get_recipe(self.model)
+        new_module = Any2PointLayerWrapper(
+            target, adapter_name, config, self.context, recipe.attach, self.model.config.hidden_size
+        )
+        if adapter_name not in self.active_adapters:
+            new_module.requires_grad_(False)
+        self._replace_module(parent, target_name, new_module, target)
+
+    # ---------------------------------------------------------------- adapters on / off / deleted
+    _TUNER_DICTS = (
+        "any2point_tokenizer",
+        "any2point_proj",
+        "any2point_cls",
+        "any2point_local_attn",
+        "any2point_view_norm",
+        "any2point_final_norm",
+        "any2point_head",
+    )
+
+    def _sync_requires_grad(self) -> None:
+        active = set(self.active_adapters)
+        for attr in self._TUNER_DICTS:
+            for name, module in getattr(self, attr).items():
+                config = self.peft_config.get(name)
+                module.requires_grad_(name in active and config is not None and not config.inference_mode)
+
+    def set_adapter(self, adapter_name, inference_mode: bool = False) -> None:
+        super().set_adapter(adapter_name, inference_mode=inference_mode)
+        self._sync_requires_grad()
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)
+        for attr in self._TUNER_DICTS:
+            container = getattr(self, attr)
+            if adapter_name in container:
+                del container[adapter_name]
+        self._sync_requires_grad()
+
+    def unload(self) -> nn.Module:
+        model = self.model
+        model.__dict__.pop("forward", None)
+        remove_attach_hooks(model)
+        return super().unload()
+
+    def _enable_adapter_layers(self, enabled: bool = True) -> None:
+        super()._enable_adapter_layers(enabled)
+        self.__dict__["_a2p_disabled"] = not enabled
+
+    # ---------------------------------------------------------------- the point forward
+    def point_forward(self, points: torch.Tensor, labels: torch.Tensor | None = None, **kwargs):
+        if self.__dict__.get("_a2p_disabled", False):
+            raise ValueError(
+                "adapters are disabled: the point-cloud path of Any2Point does not exist without its adapter; call "
+                "the model in its source modality, or leave disable_adapter()"
+            )
+        active = [n for n in self.active_adapters if n in self.any2point_tokenizer]
+        if len(active) != 1:
+            raise ValueError(f"Any2Point runs exactly one active adapter on points; active: {active}")
+        name = active[0]
+        config = self.peft_config[name]
+        tokenizer = self.any2point_tokenizer[name]
+        validate_points(points, min_points=tokenizer.min_points)
+        model, recipe = self.model, get_recipe(self.model)
+        xyz = points[..., :3]
+        tokens, centres = tokenizer(xyz)
+        tokens = self.any2point_proj[name](tokens)
+        table = position_table(model, recipe, config.pe_table_length_1d)
+        with torch.no_grad():
+            if recipe.layout == "1d":
+                views = pe_1d(centres, table, config.line_direction, config.num_views, config.cell_size)
+            else:
+                views = pe_2d(
+                    centres,
+                    table,
+                    config.view_translation,
+                    config.num_views,
+                    recipe.canvas_pitch(model.config),
+                    config.cell_size,
+                    official_19x12=config.audio_grid_layout == "official_19x12",
+                )
+        pe = views.pe
+        self._build_context(name, config, centres, views)
+        batch = tokens.shape[0]
+        cls = self.any2point_cls[name]
+        dtype = tokens.dtype
+        x = torch.cat([cls.token.expand(batch, -1, -1).to(dtype), tokens], dim=1)
+        pos = torch.cat([cls.position.expand(batch, -1, -1).to(dtype), pe.to(dtype)], dim=1)
+        x = x + pos
+        if recipe.input_norm:
+            emb = model.embeddings
+            x = emb.LayerNorm(x + emb.token_type_embeddings.weight[0])
+        layers = get_module(model, recipe.layers)
+        ctx = self.context
+        ctx.in_point_forward = True
+        try:
+            for index, layer in enumerate(layers):
+                if index > 0 and config.pe_injection == "every_block":
+                    x = x + pos
+                out = layer(x, None)
+                x = out[0] if isinstance(out, tuple) else out
+        finally:
+            ctx.in_point_forward = False
+        x = self.any2point_final_norm[name](x)
+        feature = torch.cat([x[:, 0], x[:, 1:].amax(dim=1)], dim=-1)
+        logits = self.any2point_head[name](feature)
+        loss = classification_loss(logits, labels, 0.0)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def _build_context(self, name: str, config, centres: torch.Tensor, views) -> None:
+        ctx = self.context
+        batch, groups, _ = centres.shape
+        offsets = torch.arange(batch, device=centres.device).view(1, batch, 1)
+        ctx.adapter = name
+        ctx.num_cells = views.num_cells
+        ctx.cells = views.cells + offsets * views.num_cells
+        ctx.masks = [(c.unsqueeze(-1) == c.unsqueeze(-2)) for c in views.cells]
+        with torch.no_grad():
+            rel = centres.float() - centres.float().amin(dim=1, keepdim=True)
+            cell = torch.div(rel, config.voxel_size, rounding_mode="floor").long()
+            sample = torch.arange(batch, device=centres.device).view(batch, 1, 1).expand(batch, groups, 1)
+            keys = torch.cat([sample, cell], dim=-1).reshape(-1, 4)
+            unique, inverse = torch.unique(keys, dim=0, return_inverse=True)
+        ctx.num_voxels = int(unique.shape[0])
+        ctx.voxels = inverse.reshape(batch, groups)
