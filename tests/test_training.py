@@ -263,3 +263,41 @@ def test_point_prompt_job_builds_its_bank_from_the_training_part(backbone, tmp_p
     saved = load_file(tmp_path / "pp" / "adapter" / "adapter_model.safetensors")
     assert saved["base_model.point_prompt_bank"].shape[0] == train_rows
     assert results["trainable_parameters"] > 0
+
+
+def test_any2point_job_on_a_source_encoder(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    BertModel(
+        BertConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            vocab_size=50,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(tmp_path / "bert")
+    j = job(tmp_path / "bert", tmp_path / "a2p", method="any2point", epochs=1, num_points=512, batch_size=6)
+    j.dataset_options = {"train_per_class": 2, "test_per_class": 1, "num_points": 600}
+    j.method_options = {"knn_k": 8, "num_views": 2}
+    results = run_finetune(j, log=lambda *a: None)
+    assert (tmp_path / "a2p" / "adapter" / "adapter_model.safetensors").is_file()
+    env = {**os.environ, "HF_POINT_PEFT_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hf_point_peft.cli",
+            "evaluate",
+            str(tmp_path / "a2p" / "adapter"),
+            "--output",
+            str(tmp_path / "eval.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "eval.json").read_text())["accuracy"] == results["test_accuracy"]

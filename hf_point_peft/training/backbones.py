@@ -11,7 +11,7 @@ from transformers import AutoConfig
 
 from ..models import AutoModelForPointCloudClassification
 
-__all__ = ["EMBEDDED_BACKBONE", "embedded_backbone_path", "load_classifier", "resolve_backbone"]
+__all__ = ["EMBEDDED_BACKBONE", "embedded_backbone_path", "load_classifier", "load_source", "resolve_backbone"]
 
 EMBEDDED_BACKBONE = "pointmae-synthetic-small"
 
@@ -23,8 +23,12 @@ def embedded_backbone_path() -> Path:
 
 
 def resolve_backbone(name: str) -> tuple[str, bool]:
-    """(path or Hub id, pretrained?) for "embedded", "scratch" (the embedded architecture, random weights), a folder
-    or a Hub id."""
+    """(path or Hub id, pretrained?) for "embedded", "scratch" (the embedded architecture, random weights), "minilm"
+    / "minilm-random" (Any2Point's offline language source), a folder or a Hub id."""
+    if name in ("minilm", "minilm-random"):
+        from ..models.sources import minilm_path
+
+        return str(minilm_path()), name == "minilm"
     if name in ("embedded", EMBEDDED_BACKBONE):
         path = embedded_backbone_path()
         if not (path / "config.json").is_file():
@@ -48,3 +52,15 @@ def load_classifier(backbone: str, num_labels: int, id2label: dict[int, str] | N
         return AutoModelForPointCloudClassification.from_pretrained(source, **kwargs)
     config = AutoConfig.from_pretrained(source, **kwargs)
     return AutoModelForPointCloudClassification.from_config(config)
+
+
+def load_source(backbone: str):
+    """A source encoder for Any2Point: "minilm" (pre-trained, offline), "minilm-random" (same architecture, random
+    weights), or any folder / Hub id of a supported transformers model (loaded with `AutoModel`)."""
+    from transformers import AutoModel
+
+    if backbone in ("minilm", "minilm-random"):
+        from ..models.sources import load_minilm
+
+        return load_minilm(pretrained=backbone == "minilm")
+    return AutoModel.from_pretrained(backbone)

@@ -15,10 +15,10 @@ from accelerate.utils import set_seed
 from peft import PeftModel
 
 from ..data import load_point_dataset
-from .backbones import load_classifier, resolve_backbone
+from .backbones import load_classifier, load_source, resolve_backbone
 from .checkpoint import atomic_directory, write_json_atomic
 from .loop import TrainingArguments, train
-from .methods import prepare_model
+from .methods import SOURCE_METHODS, prepare_model
 
 __all__ = ["FinetuneJob", "load_trained", "run_finetune"]
 
@@ -62,12 +62,19 @@ def run_finetune(job: FinetuneJob, log=print) -> dict[str, Any]:
     label_feature = data["train"].features["label"]
     names = list(label_feature.names)
     set_seed(args.seed)  # the new head and the adapters are initialised from the run's seed
-    model = load_classifier(job.backbone, len(names), dict(enumerate(names)), **job.model_options)
-    config = model.config
-    needed = max(config.num_groups, config.group_size)
-    if args.num_points < needed:
-        raise ValueError(f"num_points {args.num_points} is below what the backbone's grouping needs ({needed})")
-    model = prepare_model(job.method, model, **job.method_options)
+    if job.method in SOURCE_METHODS:
+        model = load_source(job.backbone)
+        config = model.config
+        if args.num_points < 512:
+            raise ValueError(f"num_points {args.num_points} is below what Any2Point's tokenizer needs (512)")
+        model = prepare_model(job.method, model, num_labels=len(names), **job.method_options)
+    else:
+        model = load_classifier(job.backbone, len(names), dict(enumerate(names)), **job.model_options)
+        config = model.config
+        needed = max(config.num_groups, config.group_size)
+        if args.num_points < needed:
+            raise ValueError(f"num_points {args.num_points} is below what the backbone's grouping needs ({needed})")
+        model = prepare_model(job.method, model, **job.method_options)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in (model.get_base_model() if isinstance(model, PeftModel) else model).parameters())
     manifest = _manifest(job, model, len(names))
@@ -148,9 +155,12 @@ def load_trained(folder: str | os.PathLike, backbone: str | None = None):
     names = meta.get("label_names")
     if not (folder / "adapter_config.json").is_file():
         return AutoModelForPointCloudClassification.from_pretrained(folder)
-    base_name = backbone or PeftConfig.from_pretrained(folder).base_model_name_or_path
+    peft_config = PeftConfig.from_pretrained(folder)
+    base_name = backbone or peft_config.base_model_name_or_path
     if base_name is None:
         raise ValueError(f"{folder} records no base model: pass the backbone it was trained on")
+    if peft_config.peft_type == "ANY2POINT":
+        return PeftModel.from_pretrained(load_source(base_name), folder)
     if num_labels is None:
         base = AutoModelForPointCloudClassification.from_pretrained(base_name)
     else:

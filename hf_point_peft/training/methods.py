@@ -10,10 +10,10 @@ from collections.abc import Callable
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
-from ..tuners import PointGSTConfig, PointPromptConfig
+from ..tuners import Any2PointConfig, PointGSTConfig, PointPromptConfig
 from ..tuners.backbones import get_backbone
 
-__all__ = ["METHODS", "PEFT_METHODS", "prepare_model", "trainable_parameters"]
+__all__ = ["METHODS", "PEFT_METHODS", "SOURCE_METHODS", "prepare_model", "trainable_parameters"]
 
 
 def _head_modules(model: nn.Module) -> list[str]:
@@ -45,6 +45,12 @@ def _point_prompt(model: nn.Module, **options) -> PeftModel:
     return get_peft_model(model, PointPromptConfig(**options))
 
 
+def _any2point(model: nn.Module, num_labels: int | None = None, **options) -> PeftModel:
+    """Any2Point on a source encoder (CLIP text, BERT, RoBERTa, DINOv2, AST, ImageBind audio); the head is created
+    by the method from `num_labels`."""
+    return get_peft_model(model, Any2PointConfig(num_labels=num_labels, **options))
+
+
 def _lora(model: nn.Module, rank: int = 8, alpha: int | None = None, **options) -> PeftModel:
     """peft's LoRA on the attention projections (fused qkv and output projection), head and cls trained in full."""
     config = LoraConfig(
@@ -62,9 +68,11 @@ METHODS: dict[str, Callable[..., nn.Module]] = {
     "linear": _linear,
     "pointgst": _pointgst,
     "point-prompt": _point_prompt,
+    "any2point": _any2point,
     "lora": _lora,
 }
-PEFT_METHODS = ("pointgst", "point-prompt", "lora")
+PEFT_METHODS = ("pointgst", "point-prompt", "any2point", "lora")
+SOURCE_METHODS = ("any2point",)  # methods whose base is a source encoder of another modality, not a point model
 
 
 def prepare_model(method: str, model: nn.Module, **options) -> nn.Module:
