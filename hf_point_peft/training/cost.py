@@ -50,6 +50,7 @@ class CostSpec:
     model_config: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, Any] = field(default_factory=dict)
     bank_rows: int = 11416  # Point-PEFT: rows of the (random) memory bank, PB_T50_RS's training-set size
+    backbone: str | None = None  # None: a Point-MAE-size model from `model_config`; else a backbone name / folder
 
 
 def _sync(device: torch.device) -> None:
@@ -71,21 +72,28 @@ def _contexts(model: torch.nn.Module) -> list:
 def measure_cost(spec: CostSpec, baseline_rss: int | None = None) -> dict[str, Any]:
     """Measure in this process (use `measure_in_subprocess` for a clean peak-memory figure)."""
     from ..models import PointTransformerConfig, PointTransformerForClassification
-    from .methods import prepare_model
+    from .backbones import load_classifier, load_source
+    from .methods import SOURCE_METHODS, prepare_model
 
     baseline_rss = _rss_bytes() if baseline_rss is None else baseline_rss
     device = torch.device(spec.device)
     torch.manual_seed(spec.seed)
-    config = PointTransformerConfig(
-        num_labels=spec.num_labels,
-        num_groups=spec.num_groups,
-        num_points=spec.num_points,
-        **spec.model_config,
-    )
-    model = prepare_model(spec.method, PointTransformerForClassification(config), **spec.method_options).to(device)
+    options = dict(spec.method_options)
+    if spec.method in SOURCE_METHODS:
+        base = load_source(spec.backbone or "minilm")
+        options["num_labels"] = spec.num_labels
+    elif spec.backbone is not None:
+        base = load_classifier(spec.backbone, spec.num_labels, **spec.model_config)
+    else:
+        config = PointTransformerConfig(
+            num_labels=spec.num_labels, num_groups=spec.num_groups, num_points=spec.num_points, **spec.model_config
+        )
+        base = PointTransformerForClassification(config)
+    width = base.config.hidden_size
+    model = prepare_model(spec.method, base, **options).to(device)
     if spec.method == "point-prompt" and model.peft_config["default"].use_memory_bank:
         # the bank's content does not change the cost; its size does
-        model.base_model.point_prompt_bank["default"] = torch.randn(spec.bank_rows, config.hidden_size, device=device)
+        model.base_model.point_prompt_bank["default"] = torch.randn(spec.bank_rows, width, device=device)
         model.peft_config["default"].bank_size = spec.bank_rows
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)

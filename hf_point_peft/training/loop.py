@@ -285,6 +285,7 @@ def train(
         _save_checkpoint(accelerator, checkpoints, epoch, manifest, history, args.keep_checkpoints)
 
     results = summarise(history, args, manifest)
+    results["train_samples"], results["validation_samples"] = len(train_split), len(val_split)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "metrics.json", results)

@@ -256,7 +256,7 @@ class Any2PointLayerWrapper(nn.Module, Any2PointLayer):
         occupied_voxels = torch.unique(voxels)
         f3_rows = F.gelu(norms.voxel(pooled3[occupied_voxels]))
         f3 = flat.new_zeros(ctx.num_voxels, width).index_copy(0, occupied_voxels, f3_rows)[voxels]
-        views, weights = [], []
+        views = []
         total = batch * ctx.num_cells if config.bn_over_empty_cells else None
         for v in range(config.num_views):
             attn, ln = shared.local_attn[name][v], shared.view_norm[name][v]

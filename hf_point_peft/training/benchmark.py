@@ -1,0 +1,277 @@
+"""`point-peft benchmark`: every method on the same data, split, seed and budget, one table and one plot.
+
+Accuracy comes from full training runs executed one after another in this process (same `run_finetune` as the CLI);
+cost figures (train-step time, peak memory, inference time) come from the cost probe, each method in a fresh
+subprocess on the same backbone and batch, reported as ratios to full fine-tuning from the same run. Writes
+`BENCHMARK.md`, `benchmark.json` and `accuracy_vs_parameters.png` into the output folder.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import write_json_atomic
+from .cost import CostSpec, measure_in_subprocess
+from .evaluation import PROTOCOL
+from .job import FinetuneJob, run_finetune
+from .loop import TrainingArguments
+
+__all__ = ["BENCHMARK_METHODS", "BenchmarkOptions", "MethodRun", "run_benchmark"]
+
+
+@dataclass
+class MethodRun:
+    """One row: a method on a backbone, with its own learning rate / options / epochs where the recipe differs."""
+
+    label: str
+    method: str
+    backbone: str = "embedded"
+    learning_rate: float | None = None
+    epochs: int | None = None
+    method_options: dict[str, Any] = field(default_factory=dict)
+
+
+BENCHMARK_METHODS = {
+    "full": MethodRun("full fine-tuning", "full", learning_rate=5e-4),
+    "linear": MethodRun("linear probe (head only)", "linear", learning_rate=2e-3),
+    "lora": MethodRun("LoRA (attention, r=8)", "lora", learning_rate=2e-3, method_options={"rank": 8}),
+    "pointgst": MethodRun("PointGST", "pointgst", learning_rate=2e-3, method_options={"local_size": 16}),
+    "point-prompt": MethodRun("Point-PEFT", "point-prompt", learning_rate=2e-3),
+    "any2point": MethodRun(
+        "Any2Point (MiniLM source)",
+        "any2point",
+        backbone="minilm",
+        learning_rate=2e-3,
+        method_options={"knn_k": 16},
+    ),
+    "any2point-random": MethodRun(
+        "Any2Point (MiniLM architecture, random init)",
+        "any2point",
+        backbone="minilm-random",
+        learning_rate=2e-3,
+        method_options={"knn_k": 16},
+    ),
+    "scratch": MethodRun("from scratch (full, random init)", "full", backbone="scratch", learning_rate=5e-4),
+}
+
+
+@dataclass
+class BenchmarkOptions:
+    output_dir: str = "benchmark"
+    methods: list[str] = field(
+        default_factory=lambda: ["full", "linear", "lora", "pointgst", "point-prompt", "any2point", "scratch"]
+    )
+    dataset: str = "synthetic"
+    data_path: str | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    backbone: str = "embedded"
+    epochs: int = 8
+    batch_size: int = 32
+    num_points: int = 1024
+    seed: int = 0
+    mixed_precision: str = "no"
+    cost_batch: int = 32
+    cost_steps: int = 2
+    cpu: bool = False
+    progress: bool = False
+
+
+def _row(name: str, spec: MethodRun, results: dict[str, Any], cost: dict[str, Any], full_cost: dict[str, Any]):
+    return {
+        "key": name,
+        "label": spec.label,
+        "method": spec.method,
+        "backbone": spec.backbone,
+        "final_epoch_test_accuracy": results["test_accuracy"],
+        "best_validation_epoch": results["best_validation_epoch"],
+        "test_accuracy_at_best_validation_epoch": results["test_accuracy_at_best_validation_epoch"],
+        "trainable_parameters": results["trainable_parameters"],
+        "total_parameters": results["total_parameters"],
+        "saved_bytes": results.get("saved_bytes"),
+        "train_wall_seconds": results["wall_seconds"],
+        "step_seconds": cost["step_seconds"],
+        "peak_memory_bytes": cost["peak_memory_bytes"],
+        "inference_seconds": cost["inference_seconds"],
+        "step_time_ratio": cost["step_seconds"] / full_cost["step_seconds"],
+        "peak_memory_ratio": cost["peak_memory_bytes"] / full_cost["peak_memory_bytes"],
+        "inference_ratio": cost["inference_seconds"] / full_cost["inference_seconds"],
+    }
+
+
+def run_benchmark(options: BenchmarkOptions, log=print) -> dict[str, Any]:
+    out = Path(options.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    unknown = [m for m in options.methods if m not in BENCHMARK_METHODS]
+    if unknown:
+        raise ValueError(f"unknown benchmark method(s) {unknown}; choose from {sorted(BENCHMARK_METHODS)}")
+    methods = list(dict.fromkeys(["full", *options.methods]))  # ratios need full fine-tuning
+    start = time.perf_counter()
+    device = "cuda" if torch.cuda.is_available() and not options.cpu else "cpu"
+    rows, costs = [], {}
+    for name in methods:
+        spec = BENCHMARK_METHODS[name]
+        backbone = options.backbone if spec.backbone in ("embedded",) else spec.backbone
+        if spec.backbone == "scratch":
+            backbone = "scratch" if options.backbone == "embedded" else options.backbone
+        training = TrainingArguments(
+            output_dir=str(out / "runs" / name),
+            epochs=spec.epochs or options.epochs,
+            batch_size=options.batch_size,
+            learning_rate=spec.learning_rate or 5e-4,
+            num_points=options.num_points,
+            seed=options.seed,
+            mixed_precision=options.mixed_precision,
+            cpu=options.cpu,
+            progress=options.progress,
+        )
+        job = FinetuneJob(
+            method=spec.method,
+            backbone=backbone,
+            dataset=options.dataset,
+            data_path=options.data_path,
+            dataset_options=options.dataset_options,
+            method_options=spec.method_options,
+            training=training,
+            command="point-peft benchmark " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+        )
+        log(f"[benchmark] {spec.label}: training {training.epochs} epochs")
+        results = run_finetune(job, log=lambda *a: None)
+        if backbone == "scratch":  # the same architecture and method as full fine-tuning: the same cost
+            costs[name] = costs["full"]
+        else:
+            costs[name] = measure_in_subprocess(
+                CostSpec(
+                    method=spec.method,
+                    backbone=backbone,
+                    batch=options.cost_batch,
+                    num_points=options.num_points,
+                    num_labels=len(results["label_names"]),
+                    steps=options.cost_steps,
+                    device=device,
+                    mixed_precision=options.mixed_precision,
+                    method_options=spec.method_options,
+                    bank_rows=results["train_samples"],
+                )
+            )
+        rows.append((name, spec, results))
+        log(
+            f"[benchmark] {spec.label}: test accuracy {100 * results['test_accuracy']:.2f}% "
+            f"({results['trainable_parameters']:,} trainable)"
+        )
+    table = [_row(name, spec, results, costs[name], costs["full"]) for name, spec, results in rows]
+    summary = {
+        "protocol": PROTOCOL,
+        "command": "point-peft benchmark " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+        "options": asdict(options),
+        "device": costs["full"]["device"],
+        "threads": costs["full"]["threads"],
+        "peak_memory_kind": costs["full"]["peak_memory_kind"],
+        "wall_seconds": time.perf_counter() - start,
+        "rows": table,
+        "targets": check_targets(table),
+    }
+    write_json_atomic(out / "benchmark.json", summary)
+    plot_accuracy_vs_parameters(table, out / "accuracy_vs_parameters.png")
+    (out / "BENCHMARK.md").write_text(render_markdown(summary))
+    log((out / "BENCHMARK.md").read_text())
+    return summary
+
+
+def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets on the embedded backbone, each with the measured figure and whether it is met."""
+    by = {row["key"]: row for row in table}
+    checks = []
+
+    def add(text: str, value, ok: bool) -> None:
+        checks.append({"target": text, "measured": value, "met": bool(ok)})
+
+    if "pointgst" in by and "full" in by:
+        gst, full = by["pointgst"], by["full"]
+        diff = 100 * (gst["final_epoch_test_accuracy"] - full["final_epoch_test_accuracy"])
+        add("PointGST accuracy >= full fine-tuning - 0.5 points", f"{diff:+.2f} points", diff >= -0.5)
+        share = gst["trainable_parameters"] / full["trainable_parameters"]
+        add("PointGST trains <= 3% of the parameters", f"{100 * share:.2f}%", share <= 0.03)
+        add("PointGST step time <= 0.85x full", f"{gst['step_time_ratio']:.2f}x", gst["step_time_ratio"] <= 0.85)
+        add("PointGST peak memory <= 0.6x full", f"{gst['peak_memory_ratio']:.2f}x", gst["peak_memory_ratio"] <= 0.6)
+    if "linear" in by:
+        for key in ("lora", "pointgst", "point-prompt", "any2point"):
+            if key in by:
+                a, b = by[key]["final_epoch_test_accuracy"], by["linear"]["final_epoch_test_accuracy"]
+                add(f"{by[key]['label']} beats the linear probe", f"{100 * a:.2f}% vs {100 * b:.2f}%", a > b)
+    if "scratch" in by and "full" in by:
+        a, b = by["full"]["final_epoch_test_accuracy"], by["scratch"]["final_epoch_test_accuracy"]
+        add("fine-tuning from the pre-trained backbone beats from scratch", f"{100 * a:.2f}% vs {100 * b:.2f}%", a > b)
+    if "any2point" in by and "any2point-random" in by:
+        a, b = by["any2point"]["final_epoch_test_accuracy"], by["any2point-random"]["final_epoch_test_accuracy"]
+        add("Any2Point from pre-trained MiniLM beats random init", f"{100 * a:.2f}% vs {100 * b:.2f}%", a > b)
+    return checks
+
+
+def _size(n) -> str:
+    if n is None:
+        return "n/a"
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
+    o = summary["options"]
+    lines = [
+        "# Benchmark",
+        "",
+        f"Command: `{summary['command']}`  ",
+        f"Dataset: {o['dataset']} (options {o['dataset_options'] or 'default'}), {o['num_points']} points, seed "
+        f"{o['seed']}, batch {o['batch_size']}, {o['epochs']} epochs unless noted; device {summary['device']} "
+        f"({summary['threads']} threads); wall time {summary['wall_seconds'] / 60:.1f} min.  ",
+        f"Protocol: **{summary['protocol']}** test accuracy; the best epoch on a validation split carved from the "
+        "training data (10%) is reported beside it, never chosen on the test split.  ",
+        f"Cost columns: cost probe at batch {o['cost_batch']} on the same backbone, each method in its own process, "
+        f"ratios to full fine-tuning of the same run; peak memory = {summary['peak_memory_kind']}.",
+        "",
+        "| method | backbone | test acc. (final epoch) | best val. epoch -> test acc. | trainable params | "
+        "saved size | step time | peak memory | inference |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in summary["rows"]:
+        lines.append(
+            f"| {r['label']} | {r['backbone']} | {100 * r['final_epoch_test_accuracy']:.2f}% | "
+            f"{r['best_validation_epoch']} -> {100 * r['test_accuracy_at_best_validation_epoch']:.2f}% | "
+            f"{r['trainable_parameters']:,} ({100 * r['trainable_parameters'] / r['total_parameters']:.2f}%) | "
+            f"{_size(r['saved_bytes'])} | {r['step_time_ratio']:.2f}x ({r['step_seconds']:.2f} s) | "
+            f"{r['peak_memory_ratio']:.2f}x ({r['peak_memory_bytes'] / 2**20:.0f} MiB) | "
+            f"{r['inference_ratio']:.2f}x |"
+        )
+    lines += ["", "Targets:", ""]
+    for t in summary["targets"]:
+        lines.append(f"- {'met' if t['met'] else '**missed**'}: {t['target']} (measured {t['measured']})")
+    lines += ["", "![accuracy against trainable parameters](accuracy_vs_parameters.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_accuracy_vs_parameters(table: list[dict[str, Any]], path: Path) -> None:
+    """Accuracy against trainable parameters (log scale), the way the PointGST paper's first figure shows it."""
+    from .plots import plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in table:
+        ax.scatter(r["trainable_parameters"], 100 * r["final_epoch_test_accuracy"], s=60)
+        ax.annotate(
+            r["label"],
+            (r["trainable_parameters"], 100 * r["final_epoch_test_accuracy"]),
+            textcoords="offset points",
+            xytext=(5, 5),
+            fontsize=8,
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel(f"test accuracy (%), {PROTOCOL}")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
