@@ -5,10 +5,11 @@ python examples/convert_official.py path/to/Point-MAE/pretrain.pth --num-groups 
 
 import argparse
 
+from peft import get_peft_model
+
 import hf_point_peft  # noqa: F401
 from hf_point_peft import PointGSTConfig
 from hf_point_peft.models.point_transformer.convert_point_transformer import convert_point_transformer_checkpoint
-from peft import get_peft_model
 
 parser = argparse.ArgumentParser()
 parser.add_argument("checkpoint")

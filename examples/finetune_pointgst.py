@@ -6,12 +6,13 @@ python examples/finetune_pointgst.py --backbone path/to/converted-point-mae
 
 import argparse
 
+from peft import get_peft_model
+
 import hf_point_peft  # noqa: F401  (registers the models and the PEFT methods; import it first)
 from hf_point_peft import PointGSTConfig
 from hf_point_peft.data import load_point_dataset
 from hf_point_peft.training.backbones import load_classifier
 from hf_point_peft.training.loop import TrainingArguments, train
-from peft import get_peft_model
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--backbone", default="embedded")
