@@ -233,13 +233,38 @@ def test_two_processes_match_one(backbone, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
-    assert [r["test_accuracy"] for r in one["history"]] == [r["test_accuracy"] for r in two["history"]]
-    assert [r["validation_accuracy"] for r in one["history"]] == [r["validation_accuracy"] for r in two["history"]]
-    # the accuracies are identical; losses agree to float round-off: the gradient all-reduce and the synchronised
-    # BatchNorm sum in another order, and Adam magnifies round-off in near-zero gradients over the steps
+    assert one["train_samples"] == two["train_samples"] and one["validation_samples"] == two["validation_samples"]
+    # Same data order, same shards of each global batch, BatchNorm statistics over the global batch: the first epoch
+    # agrees to float round-off. The gradient all-reduce sums in another order, and Adam's first steps turn the sign
+    # of near-zero gradient components into full lr-sized moves, so later figures agree to a tolerance only (the
+    # same happens between OMP_NUM_THREADS=1 and 2 in one process).
+    assert one["history"][0]["train_loss"] == pytest.approx(two["history"][0]["train_loss"], rel=5e-4)
     for r1, r2 in zip(one["history"], two["history"]):
         assert r1["train_loss"] == pytest.approx(r2["train_loss"], rel=2e-3)
         assert r1["test_loss"] == pytest.approx(r2["test_loss"], rel=2e-3)
+    # the trained adapters give the same predictions except on near-ties of the logits
+    logits_one, labels = _test_logits(tmp_path / "one" / "adapter")
+    logits_two, _ = _test_logits(tmp_path / "two" / "adapter")
+    deviation = (logits_one - logits_two).abs().max().item()
+    assert deviation < 0.25 * logits_one.std().item()
+    top = logits_one.topk(2, dim=-1).values
+    margin = top[:, 0] - top[:, 1]
+    differ = logits_one.argmax(-1) != logits_two.argmax(-1)
+    assert bool((margin[differ] <= 2 * deviation).all()), (margin[differ], deviation)
+    near_ties = int((margin <= 2 * deviation).sum())
+    assert abs(one["test_accuracy"] - two["test_accuracy"]) * len(labels) <= near_ties + 1e-6
+
+
+def _test_logits(adapter: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Test-split logits of a saved adapter with the evaluation preprocessing of the training loop."""
+    from hf_point_peft.data import PointCloudCollator, load_point_dataset
+    from hf_point_peft.training.job import load_trained
+
+    test = load_point_dataset("synthetic", None, **DATA)["test"]
+    batch = PointCloudCollator(128, False)([dict(row, index=i) for i, row in enumerate(test)])
+    model = load_trained(adapter).eval()
+    with torch.no_grad():
+        return model(points=batch["points"]).logits, batch["labels"]
 
 
 def test_bad_arguments_fail_clearly(backbone, tmp_path):

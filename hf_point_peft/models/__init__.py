@@ -1,5 +1,6 @@
 """Hugging Face format point-cloud models. Importing this package registers them with the Auto classes."""
 
+from .imagebind_audio import ImageBindAudioConfig, ImageBindAudioModel, ImageBindAudioModelWithProjection
 from .point_gpt import PointGPTConfig, PointGPTForClassification, PointGPTModel
 from .point_transformer import (
     PointTransformerConfig,
@@ -13,6 +14,9 @@ register_auto_classes()
 
 __all__ = [
     "AutoModelForPointCloudClassification",
+    "ImageBindAudioConfig",
+    "ImageBindAudioModel",
+    "ImageBindAudioModelWithProjection",
     "PointGPTConfig",
     "PointGPTForClassification",
     "PointGPTModel",

@@ -19,18 +19,22 @@ class AutoModelForPointCloudClassification(_BaseAutoModelClass):
 
 
 def _families():
+    """(config class, base model class, classification model class or None) of every family."""
+    from .imagebind_audio import ImageBindAudioConfig, ImageBindAudioModel
     from .point_gpt import PointGPTConfig, PointGPTForClassification, PointGPTModel
     from .point_transformer import PointTransformerConfig, PointTransformerForClassification, PointTransformerModel
 
     return [
         (PointTransformerConfig, PointTransformerModel, PointTransformerForClassification),
         (PointGPTConfig, PointGPTModel, PointGPTForClassification),
+        (ImageBindAudioConfig, ImageBindAudioModel, None),  # a source encoder for Any2Point: no point classifier
     ]
 
 
 def register_auto_classes() -> None:
-    """Register every family with AutoConfig, AutoModel and AutoModelForPointCloudClassification."""
+    """Register every family with AutoConfig, AutoModel and (where it has one) AutoModelForPointCloudClassification."""
     for config_cls, model_cls, classifier_cls in _families():
         AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
         AutoModel.register(config_cls, model_cls, exist_ok=True)
-        AutoModelForPointCloudClassification.register(config_cls, classifier_cls, exist_ok=True)
+        if classifier_cls is not None:
+            AutoModelForPointCloudClassification.register(config_cls, classifier_cls, exist_ok=True)
