@@ -282,7 +282,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         model_options=_key_values(args.model_option, "--model-option"),
         training=_training_args(args),
         bank_options={k: v for k, v in (("max_size", args.bank_max_size), ("dtype", args.bank_dtype)) if v is not None},
-        command="point-peft " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        command=_command_line(args),
     )
     run_finetune(job)
     return 0
@@ -371,6 +371,7 @@ def _add_pretrain(sub) -> None:
         help="PointTransformerConfig field, e.g. hidden_size=192 (repeatable)",
     )
     p.add_argument("--output-dir", default=job.output_dir, help="output folder (default %(default)s)")
+    p.add_argument("--name", help="the encoder's name in its model card (default: the output folder's name)")
     _add_training_flags(p, job)
     p.set_defaults(func=_run_pretrain)
 
@@ -397,6 +398,8 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         resume=args.resume,
         cpu=args.cpu,
         progress=not args.no_progress,
+        command=_command_line(args),
+        name=args.name,
     )
     run_pretrain(job)
     return 0
@@ -495,6 +498,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
             cost_steps=args.cost_steps,
             cpu=args.cpu,
             progress=args.progress,
+            command=_command_line(args),
         )
     )
     return 0
@@ -523,9 +527,16 @@ def _quiet_library_progress() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as the user typed it, recorded in model cards."""
+    return "point-peft " + " ".join(shlex.quote(a) for a in args.argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     _quiet_library_progress()
     try:
         return int(args.func(args) or 0)

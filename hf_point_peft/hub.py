@@ -8,6 +8,7 @@ huggingface_hub (what `PeftModel.push_to_hub` does too).
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -18,7 +19,14 @@ from typing import Any
 import peft
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 
-__all__ = ["METHOD_DESCRIPTIONS", "build_model_card", "push_folder", "write_model_card"]
+__all__ = [
+    "METHOD_DESCRIPTIONS",
+    "build_backbone_card",
+    "build_model_card",
+    "push_folder",
+    "write_backbone_card",
+    "write_model_card",
+]
 
 METHOD_DESCRIPTIONS = {
     "pointgst": "PointGST: Point Cloud Spectral Adapters parallel to every block's FFN, driven by graph Fourier bases "
@@ -34,8 +42,8 @@ METHOD_DESCRIPTIONS = {
 _PEFT_TYPES = {"pointgst": "point_gst", "point-prompt": "point_prompt", "any2point": "any2point", "lora": "lora"}
 
 
-def _template() -> str:
-    return (resources.files("hf_point_peft") / "model_cards" / "adapter_card.md").read_text()
+def _template(name: str = "adapter_card.md") -> str:
+    return (resources.files("hf_point_peft") / "model_cards" / name).read_text()
 
 
 def _pct(x: float | None) -> str:
@@ -137,6 +145,68 @@ def build_model_card(job, results: dict[str, Any], is_peft: bool, repo_id: str |
 def write_model_card(folder: str | os.PathLike, job, results: dict[str, Any], is_peft: bool, repo_id=None) -> Path:
     path = Path(folder) / "README.md"
     build_model_card(job, results, is_peft, repo_id).save(path)
+    return path
+
+
+def build_backbone_card(
+    folder: str | os.PathLike, job, results: dict[str, Any], device: str, name: str, load_path: str
+) -> ModelCard:
+    """The card of an encoder written by `run_pretrain` (`job`: a PretrainJob): the exact command, seed, data and
+    loss curve, so that anyone can remake it. `folder` holds the saved files, `load_path` is where users load it."""
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    dataset_name = {"synthetic": "synthetic shapes (hf_point_peft)", "synthetic-hard": "synthetic shapes, hard"}.get(
+        job.dataset, job.dataset
+    )
+    options = job.dataset_options or {}
+    card_data = ModelCardData(
+        model_name=name,
+        library_name="transformers",
+        license="apache-2.0",
+        tags=["point-cloud", "3d", "hf_point_peft", "point-mae", "masked-point-modeling"],
+        datasets=[job.dataset],
+        pipeline_tag="feature-extraction",
+    )
+    settings = {
+        "epochs": job.epochs,
+        "global batch size": job.batch_size,
+        "learning rate / min": f"{job.learning_rate} / {job.min_learning_rate} (cosine, {job.warmup_epochs} warm-up epochs)",
+        "weight decay": job.weight_decay,
+        "points per cloud": job.num_points,
+        "augmentation": job.augmentation,
+        "mixed precision": job.mixed_precision,
+        "seed": job.seed,
+        "dataset options": options or "defaults",
+        "model options": job.model_config or "defaults",
+    }
+    fields = {
+        "model_name": name,
+        "architecture": "Point-MAE-style",
+        "mask_percent": f"{100 * config['mask_ratio']:.0f}%",
+        "config_text": f"width {config['hidden_size']}, {config['num_hidden_layers']} blocks, "
+        f"{config['num_attention_heads']} heads, {config['num_groups']} FPS groups of {config['group_size']} points, "
+        f"{config['num_points']} points per cloud",
+        "parameters": f"{results['encoder_parameters']:,}",
+        "size": _size(size),
+        "dataset_text": f"{dataset_name}, train split ({results['training_clouds']} clouds)"
+        + (f", read from `{job.data_path}`" if job.data_path else ""),
+        "final_loss": f"{results['final_loss']:.5f}",
+        "command": job.command or "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "settings_rows": "\n".join(f"| {k} | {v} |" for k, v in settings.items()),
+        "wall_time": f"{results['wall_seconds']:.0f} s",
+        "device": device,
+        "loss_rows": "\n".join(f"| {r['epoch']} | {r['train_loss']:.5f} |" for r in results["history"]),
+        "path_repr": repr(load_path),
+    }
+    return ModelCard.from_template(card_data, template_str=_template("backbone_card.md"), **fields)
+
+
+def write_backbone_card(
+    folder: str | os.PathLike, job, results: dict[str, Any], device: str, name: str, load_path: str
+) -> Path:
+    path = Path(folder) / "README.md"
+    build_backbone_card(folder, job, results, device, name, load_path).save(path)
     return path
 
 

@@ -81,6 +81,7 @@ class BenchmarkOptions:
     cost_steps: int = 2
     cpu: bool = False
     progress: bool = False
+    command: str | None = None  # how the benchmark was started, recorded in BENCHMARK.md
 
 
 def _row(name: str, spec: MethodRun, results: dict[str, Any], cost: dict[str, Any], full_cost: dict[str, Any]):
@@ -112,6 +113,7 @@ def run_benchmark(options: BenchmarkOptions, log=print) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown benchmark method(s) {unknown}; choose from {sorted(BENCHMARK_METHODS)}")
     methods = list(dict.fromkeys(["full", *options.methods]))  # ratios need full fine-tuning
+    command = options.command or "python " + " ".join(shlex.quote(a) for a in sys.argv)
     start = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() and not options.cpu else "cpu"
     rows, costs = [], {}
@@ -139,7 +141,7 @@ def run_benchmark(options: BenchmarkOptions, log=print) -> dict[str, Any]:
             dataset_options=options.dataset_options,
             method_options=spec.method_options,
             training=training,
-            command="point-peft benchmark " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+            command=command,
         )
         log(f"[benchmark] {spec.label}: training {training.epochs} epochs")
         results = run_finetune(job, log=lambda *a: None)
@@ -168,7 +170,7 @@ def run_benchmark(options: BenchmarkOptions, log=print) -> dict[str, Any]:
     table = [_row(name, spec, results, costs[name], costs["full"]) for name, spec, results in rows]
     summary = {
         "protocol": PROTOCOL,
-        "command": "point-peft benchmark " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+        "command": command,
         "options": asdict(options),
         "device": costs["full"]["device"],
         "threads": costs["full"]["threads"],

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
@@ -56,6 +57,8 @@ class PretrainJob:
     keep_checkpoints: int = 2
     cpu: bool = False
     progress: bool = True
+    command: str | None = None  # how the run was started, recorded in the encoder's model card
+    name: str | None = None  # the encoder's name in its model card (default: the output folder's name)
 
 
 def run_pretrain(job: PretrainJob, log=print) -> dict[str, Any]:
@@ -136,10 +139,22 @@ def run_pretrain(job: PretrainJob, log=print) -> dict[str, Any]:
         "wall_seconds": time.perf_counter() - start,
         "job": asdict(job),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "training_clouds": len(data["train"]),
     }
     if accelerator.is_main_process:
+        from ..hub import write_backbone_card
+
         encoder = accelerator.unwrap_model(model).point_transformer
-        atomic_directory(out / "encoder", lambda folder: encoder.save_pretrained(folder))
+        results["encoder_parameters"] = sum(p.numel() for p in encoder.parameters())
+        device = f"{accelerator.num_processes} x {accelerator.device.type}, {torch.get_num_threads()} threads"
+
+        def write(folder: Path) -> None:
+            encoder.save_pretrained(folder)
+            write_json_atomic(folder / "pretrain_metrics.json", results)
+            name = job.name or out.resolve().name
+            write_backbone_card(folder, job, results, device, name=name, load_path=str(out / "encoder"))
+
+        atomic_directory(out / "encoder", write)
         write_json_atomic(out / "pretrain_metrics.json", results)
         log(f"saved the pre-trained encoder to {out / 'encoder'}")
     accelerator.wait_for_everyone()

@@ -1,0 +1,128 @@
+"""Masked point modeling pre-training (`point-peft pretrain`): the saved encoder, its model card, resume, and that
+fine-tuning can start from what it wrote."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from safetensors.torch import load_file
+
+import hf_point_peft  # noqa: F401
+from hf_point_peft import AutoModelForPointCloudClassification, PointTransformerModel
+from hf_point_peft.cli import main as cli
+from hf_point_peft.training.pretrain import PretrainJob, run_pretrain
+
+MODEL = {
+    "hidden_size": 48,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 96,
+    "num_groups": 16,
+    "group_size": 8,
+    "patch_first_channels": [16, 32],
+    "patch_second_channels": [32],
+    "decoder_num_hidden_layers": 1,
+    "decoder_num_attention_heads": 4,
+}
+DATA = {"train_per_class": 2, "test_per_class": 1, "num_points": 160, "seed": 1}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_POINT_PEFT_CACHE", str(tmp_path / "cache"))
+
+
+def pretrain_job(out, **kw) -> PretrainJob:
+    args = {
+        "dataset_options": DATA,
+        "model_config": MODEL,
+        "output_dir": str(out),
+        "epochs": 2,
+        "batch_size": 10,
+        "warmup_epochs": 0.5,
+        "num_points": 128,
+        "progress": False,
+        "command": "point-peft pretrain (test)",
+        **kw,
+    }
+    return PretrainJob(**args)
+
+
+def test_pretrain_writes_encoder_card_and_metrics(tmp_path):
+    out = tmp_path / "pt"
+    results = run_pretrain(pretrain_job(out, name="tiny-mae"), log=lambda *a: None)
+    encoder = out / "encoder"
+    assert {"config.json", "model.safetensors", "README.md", "pretrain_metrics.json"} <= {
+        p.name for p in encoder.iterdir()
+    }
+    assert len(results["history"]) == 2 and results["training_clouds"] == 30
+    assert all(r["train_loss"] > 0 and r["train_loss"] == r["train_loss"] for r in results["history"])
+    # only the encoder is saved: no decoder / mask token keys
+    keys = load_file(encoder / "model.safetensors").keys()
+    assert keys and not any("decoder" in k or "mask_token" in k for k in keys)
+    assert results["encoder_parameters"] == sum(
+        p.numel() for p in PointTransformerModel.from_pretrained(encoder).parameters()
+    )
+    card = ModelCard.load(encoder / "README.md")
+    assert card.data.model_name == "tiny-mae" and card.data.library_name == "transformers"
+    assert "point-peft pretrain (test)" in card.text and "import hf_point_peft" in card.text
+    assert f"{results['final_loss']:.5f}" in card.text
+    saved = json.loads((encoder / "pretrain_metrics.json").read_text())
+    assert saved["job"]["seed"] == 0 and saved["job"]["dataset_options"] == DATA
+    # the encoder is a backbone for fine-tuning: a classifier loads its weights and adds a new head
+    classifier = AutoModelForPointCloudClassification.from_pretrained(encoder, num_labels=15)
+    pretrained = PointTransformerModel.from_pretrained(encoder).state_dict()
+    for name, value in classifier.point_transformer.state_dict().items():
+        assert torch.equal(value, pretrained[name]), name
+
+
+def test_pretrain_resume_continues_where_it_stopped(tmp_path):
+    reference = run_pretrain(pretrain_job(tmp_path / "a"), log=lambda *a: None)
+    out = tmp_path / "b"
+    run_pretrain(pretrain_job(out), log=lambda *a: None)
+    # as if the run had been killed during its second epoch: only the first epoch's checkpoint survives
+    shutil.rmtree(out / "checkpoints" / "epoch-0001")
+    shutil.rmtree(out / "encoder")
+    logs = []
+    resumed = run_pretrain(pretrain_job(out, resume=True), log=logs.append)
+    assert [r["train_loss"] for r in resumed["history"]] == [r["train_loss"] for r in reference["history"]]
+    assert not any("epoch 1/2" in line for line in logs), "the first epoch was trained again"
+    a = load_file(tmp_path / "a" / "encoder" / "model.safetensors")
+    b = load_file(out / "encoder" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pretrain_resume_refuses_another_architecture(tmp_path):
+    out = tmp_path / "pt"
+    run_pretrain(pretrain_job(out, epochs=1), log=lambda *a: None)
+    deeper = {**MODEL, "num_hidden_layers": 3}
+    with pytest.raises(ValueError, match="cannot resume.*trainable_parameter_names"):
+        run_pretrain(pretrain_job(out, epochs=2, resume=True, model_config=deeper), log=lambda *a: None)
+
+
+def test_pretrain_cli_records_the_command(tmp_path):
+    out = tmp_path / "cli"
+    args = [
+        "pretrain",
+        "--output-dir",
+        str(out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "10",
+        "--num-points",
+        "128",
+        "--no-progress",
+        *[f"--dataset-option={k}={v}" for k, v in DATA.items()],
+        *[f"--model-option={k}={json.dumps(v)}" for k, v in MODEL.items()],
+    ]
+    assert cli(args) == 0
+    card = (out / "encoder" / "README.md").read_text()
+    assert "point-peft pretrain --output-dir " + str(out) in card
+    assert json.loads((out / "encoder" / "config.json").read_text())["hidden_size"] == 48
+    with pytest.raises(SystemExit):
+        cli(["pretrain", "--model-option", "hidden_size"])  # key=value expected
