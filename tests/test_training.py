@@ -101,6 +101,10 @@ def test_finetune_writes_adapter_card_metrics_and_curves(backbone, tmp_path):
     for name in ("adapter_config.json", "adapter_model.safetensors", "README.md", "training_metrics.json"):
         assert (adapter / name).is_file(), name
     assert (out / "metrics.json").is_file() and (out / "learning_curves.png").stat().st_size > 1000
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("adapter_model.safetensors", "adapter_config.json"):  # shareable: the umask's permissions
+        assert (adapter / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(backbone)
     card = ModelCard.load(adapter / "README.md")
     assert card.data.library_name == "peft" and "point_gst" in card.data.tags

@@ -45,6 +45,7 @@ def atomic_directory(target: str | os.PathLike, write: Callable[[Path], None]) -
     try:
         tmp.mkdir()
         write(tmp)
+        _apply_umask(tmp)
         if target.exists():
             old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
             os.replace(target, old)
@@ -56,6 +57,17 @@ def atomic_directory(target: str | os.PathLike, write: Callable[[Path], None]) -
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _apply_umask(folder: Path) -> None:
+    """Give written files the permissions the user's umask asks for: safetensors (and tempfile-based writers) create
+    files readable by their owner only, which breaks sharing an adapter folder with colleagues or a web server."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def latest_checkpoint(folder: str | os.PathLike) -> tuple[int, Path] | None:
