@@ -129,6 +129,11 @@ class MiniPointNet(nn.Module):
 
     chunk_points = 1 << 15  # points per chunk of the layers after the last BatchNorm (bounds peak memory)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the weights: inputs are cast to it (float64 points into a float32 model, and so on)."""
+        return self.first_conv[0].weight.dtype
+
     def forward(self, neighbourhoods: torch.Tensor) -> torch.Tensor:
         batch, groups, size, channels = neighbourhoods.shape
         x = neighbourhoods.reshape(batch * groups, size, channels).transpose(1, 2)

@@ -50,13 +50,63 @@ def checkpointed(wrapper: nn.Module, base: nn.Module, run, hidden_states, *args)
     return run(hidden_states, *args)
 
 
+class _BaseModelSnapshot:
+    """What creating a tuner may change on the base model, to put back when the creation fails: every module's
+    children (adapter wrappers, modules_to_save wrappers), forward hooks and pre-hooks (the centres hooks, attach
+    hooks), instance attributes of the model itself (Any2Point's `forward` entry) and each parameter's
+    `requires_grad`. Parameter and buffer values are never written by an injection, so they are not copied."""
+
+    _HOOK_DICTS = (
+        "_forward_hooks",
+        "_forward_pre_hooks",
+        "_forward_hooks_with_kwargs",
+        "_forward_hooks_always_called",
+        "_forward_pre_hooks_with_kwargs",
+    )
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.modules = [
+            (m, dict(m._modules), {n: dict(getattr(m, n, {})) for n in self._HOOK_DICTS}) for m in model.modules()
+        ]
+        self.attributes = dict(model.__dict__)
+        self.requires_grad = [(p, p.requires_grad) for p in model.parameters()]
+
+    def restore(self) -> None:
+        for module, children, hooks in self.modules:
+            module._modules.clear()
+            module._modules.update(children)
+            for name, saved in hooks.items():
+                current = getattr(module, name, None)
+                if current is not None:
+                    current.clear()
+                    current.update(saved)
+        for key in [k for k in self.model.__dict__ if k not in self.attributes]:
+            del self.model.__dict__[key]
+        for key, value in self.attributes.items():
+            if self.model.__dict__.get(key) is not value:
+                self.model.__dict__[key] = value
+        for param, flag in self.requires_grad:
+            param.requires_grad_(flag)
+
+
 class InputDependentTuner(BaseTuner):
     """A peft tuner whose adapters depend on the input: merging is refused early with a pointer to `unload()`, and
-    modules are swapped without peft's assumption that every wrapped module has a `weight`."""
+    modules are swapped without peft's assumption that every wrapped module has a `weight`. If creating the tuner
+    fails (a width or model-type mismatch, targets that match nothing, ...), the base model is put back exactly as
+    it was, so a failed `get_peft_model` / `PeftModel.from_pretrained` leaves no wrapper or hook behind."""
 
     uses_shared_state = True
     target_module_mapping: dict = {}
     method_name = "point"
+
+    def __init__(self, model: nn.Module, peft_config, adapter_name: str, **kwargs) -> None:
+        snapshot = _BaseModelSnapshot(model)
+        try:
+            super().__init__(model, peft_config, adapter_name, **kwargs)
+        except Exception:
+            snapshot.restore()
+            raise
 
     def _replace_module(self, parent, child_name, new_module, child) -> None:
         """Swap `child` for `new_module`, placing new adapter weights on the wrapped module's device.
@@ -164,6 +214,23 @@ class PointTuner(InputDependentTuner):
         if not result and (key in getattr(self, "_bn_targets", ()) or key in self._extra_targets(peft_config)):
             return True
         return result
+
+    def inject_adapter(self, model: nn.Module, adapter_name: str, **kwargs) -> None:
+        super().inject_adapter(model, adapter_name, **kwargs)
+        # the tokenizer's BatchNorms always match, so peft's "no target found" check cannot see a block pattern that
+        # matches nothing: without this, such an adapter would silently adapt no block at all
+        wrapped = any(
+            isinstance(m, self.block_layer_cls)
+            and any(adapter_name in getattr(m, n, ()) for n in m.adapter_layer_names)
+            for m in model.modules()
+        )
+        if not wrapped:
+            config = self.peft_config[adapter_name]
+            raise ValueError(
+                f"{self.method_name}: target_modules={config.target_modules!r} (layers_to_transform="
+                f"{config.layers_to_transform!r}) matched no transformer block of {type(model).__name__}; name the "
+                "blocks to adapt, or leave target_modules=None for a known model family"
+            )
 
     def _extra_targets(self, peft_config) -> set[str]:
         """Full names of further modules to wrap besides the blocks and the tokenizer's BatchNorms."""

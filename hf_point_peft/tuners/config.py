@@ -6,14 +6,17 @@ from dataclasses import dataclass, field
 
 from peft import PeftConfig
 
+from .loading import CheckedAdapterLoading
+
 __all__ = ["PointPeftConfig"]
 
 
 @dataclass
-class PointPeftConfig(PeftConfig):
+class PointPeftConfig(CheckedAdapterLoading, PeftConfig):
     """Base of the point-cloud method configs. For `point_transformer` and `point_gpt` models every placement field
     is resolved from the model type at injection and written back, so `adapter_config.json` is explicit; for any
-    other backbone name them yourself."""
+    other backbone name them yourself. `from_pretrained` also checks a local weights file saved next to the config,
+    before peft injects anything (see `tuners/loading.py`)."""
 
     target_modules: list[str] | str | None = field(
         default=None,

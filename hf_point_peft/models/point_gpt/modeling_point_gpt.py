@@ -151,7 +151,7 @@ class PointGPTEmbeddings(nn.Module):
         neighbourhoods = neighbourhoods.gather(
             1, order[:, :, None, None].expand(-1, -1, neighbourhoods.shape[2], neighbourhoods.shape[3])
         )
-        tokens = self.patch_embeddings(neighbourhoods.to(points.dtype))
+        tokens = self.patch_embeddings(neighbourhoods.to(self.patch_embeddings.dtype))  # the weights' dtype
         positions = sinusoidal_position_encoding(centres, self.config.hidden_size, self.config.position_temperature)
         return tokens, positions.to(tokens.dtype), centres, neighbourhoods
 

@@ -93,8 +93,10 @@ class PointTransformerEmbeddings(nn.Module):
 
     def forward(self, points: torch.Tensor, generator: torch.Generator | None = None):
         neighbourhoods, centres = group_cloud(points, self.config, generator)
-        tokens = self.embed_patches(neighbourhoods.to(points.dtype))
-        positions = self.position_embeddings(centres.to(points.dtype))
+        # grouping ran in the input's precision; the layers run in the weights' dtype (the transformers convention)
+        dtype = self.patch_embeddings.dtype
+        tokens = self.embed_patches(neighbourhoods.to(dtype))
+        positions = self.position_embeddings(centres.to(dtype))
         return tokens, positions, centres, neighbourhoods
 
     def embed_patches(self, neighbourhoods: torch.Tensor) -> torch.Tensor:

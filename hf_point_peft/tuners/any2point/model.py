@@ -218,7 +218,7 @@ class Any2PointModel(InputDependentTuner):
         tokenizer = self.any2point_tokenizer[name]
         validate_points(points, min_points=tokenizer.min_points)
         model, recipe = self.model, get_recipe(self.model)
-        xyz = points[..., :3]
+        xyz = points[..., :3].to(next(tokenizer.parameters()).dtype)  # float64 / half points: the weights' dtype
         tokens, centres = tokenizer(xyz)
         tokens = self.any2point_proj[name](tokens)
         table = position_table(model, recipe, config.pe_table_length_1d)
