@@ -26,3 +26,38 @@ def test_cost_probe_reports_every_figure():
     assert full["context_build_seconds"] == 0 and full["peak_memory_bytes"] > 0
     assert full["trainable_parameters"] > result["trainable_parameters"]
     assert "MALLOC_MMAP_THRESHOLD_=65536" in full["peak_memory_kind"]
+
+
+TINY_SOURCE = {
+    "model_type": "bert",
+    "hidden_size": 48,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 4,
+    "intermediate_size": 96,
+    "vocab_size": 32,
+    "max_position_embeddings": 64,
+    "model_kwargs": {"add_pooling_layer": False},
+}
+
+
+def test_cost_probe_any2point_against_full_pipeline():
+    common = dict(
+        batch=2,
+        num_points=512,  # the Any2Point tokenizer's minimum
+        num_labels=5,
+        steps=1,
+        warmup=0,
+        inference_repeats=1,
+        source_config=TINY_SOURCE,
+        method_options={"knn_k": 8, "num_views": 2, "head_hidden": [16]},
+    )
+    full = measure_cost(CostSpec(method="any2point-full", **common))
+    a2p = measure_cost(CostSpec(method="any2point", **common))
+    for r in (a2p, full):
+        assert r["step_seconds"] > 0 and r["inference_seconds"] > 0 and r["peak_memory_bytes"] > 0
+        assert 0 < r["parameters_with_gradients"] <= r["trainable_parameters"] <= r["total_parameters"]
+    # the same pipeline: every parameter of the Any2Point model trains in full fine-tuning, only the adapter otherwise
+    assert full["total_parameters"] == a2p["total_parameters"] == full["trainable_parameters"]
+    assert full["trainable_parameters"] > a2p["trainable_parameters"] == a2p["parameters_with_gradients"]
+    # the source's encoder layers receive gradients in full fine-tuning (the position table, read under no_grad, not)
+    assert full["parameters_with_gradients"] > a2p["parameters_with_gradients"]

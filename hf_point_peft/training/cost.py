@@ -8,6 +8,11 @@ first large free, so freed activations stay in a fragmented heap and peak RSS me
 method. Times are medians over steps after warm-up. Compare ratios taken in one run: these machines are noisy.
 
     python -m hf_point_peft.training.cost '{"method": "pointgst", "batch": 32, "num_points": 2048, "num_groups": 128}'
+
+Methods are the names of `training.methods.METHODS`, plus full-fine-tuning variants of the source methods
+(`FULL_VARIANTS`: "any2point-full" is the Any2Point pipeline, tokenizer + projection + source encoder + adapters +
+head, with every parameter trainable). A source method's encoder is `load_source(backbone)` or, with
+`source_config`, a randomly initialised transformers model built from that config (`SOURCE_PRESETS`: "bert-base").
 """
 
 from __future__ import annotations
@@ -24,7 +29,27 @@ from typing import Any
 
 import torch
 
-__all__ = ["CostSpec", "measure_cost", "measure_in_subprocess"]
+__all__ = ["FULL_VARIANTS", "SOURCE_PRESETS", "CostSpec", "build_source", "measure_cost", "measure_in_subprocess"]
+
+# full fine-tuning of a source method's pipeline: the method's model with every parameter set trainable (the source
+# weights the method reads under no_grad, such as Any2Point's position table, then get no gradient and no optimizer
+# state; `parameters_with_gradients` reports what actually trains)
+FULL_VARIANTS = {"any2point-full": "any2point"}
+
+# randomly initialised source encoders for the cost probe (nothing is downloaded): transformers config fields with
+# `model_type`; `model_kwargs` go to the model's constructor
+SOURCE_PRESETS: dict[str, dict[str, Any]] = {
+    "bert-base": {
+        "model_type": "bert",
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "max_position_embeddings": 512,
+        "vocab_size": 30522,
+        "model_kwargs": {"add_pooling_layer": False},  # Any2Point never reads the pooler
+    },
+}
 
 
 def _rss_bytes() -> int:
@@ -51,6 +76,21 @@ class CostSpec:
     method_options: dict[str, Any] = field(default_factory=dict)
     bank_rows: int = 11416  # Point-PEFT: rows of the (random) memory bank, PB_T50_RS's training-set size
     backbone: str | None = None  # None: a Point-MAE-size model from `model_config`; else a backbone name / folder
+    # source methods only: a transformers config (`model_type` + fields, optional `model_kwargs`) of a randomly
+    # initialised source encoder, used instead of `load_source(backbone or "minilm")`
+    source_config: dict[str, Any] | None = None
+
+
+def build_source(source_config: dict[str, Any]) -> torch.nn.Module:
+    """A randomly initialised transformers encoder (`AutoModel`) from config fields with a `model_type`."""
+    from transformers import AutoConfig, AutoModel
+
+    fields = dict(source_config)
+    model_type = fields.pop("model_type", None)
+    if not model_type:
+        raise ValueError(f"source_config needs a 'model_type' (e.g. 'bert'), got keys {sorted(source_config)}")
+    model_kwargs = fields.pop("model_kwargs", {})
+    return AutoModel.from_config(AutoConfig.for_model(model_type, **fields), **model_kwargs)
 
 
 def _sync(device: torch.device) -> None:
@@ -79,9 +119,15 @@ def measure_cost(spec: CostSpec, baseline_rss: int | None = None) -> dict[str, A
     device = torch.device(spec.device)
     torch.manual_seed(spec.seed)
     options = dict(spec.method_options)
-    if spec.method in SOURCE_METHODS:
-        base = load_source(spec.backbone or "minilm")
+    method = FULL_VARIANTS.get(spec.method, spec.method)
+    if method in SOURCE_METHODS:
+        if spec.source_config is not None:
+            base = build_source(spec.source_config)
+        else:
+            base = load_source(spec.backbone or "minilm")
         options["num_labels"] = spec.num_labels
+    elif spec.source_config is not None:
+        raise ValueError(f"source_config is for source methods {SOURCE_METHODS}, not {spec.method!r}")
     elif spec.backbone is not None:
         base = load_classifier(spec.backbone, spec.num_labels, **spec.model_config)
     else:
@@ -90,8 +136,10 @@ def measure_cost(spec: CostSpec, baseline_rss: int | None = None) -> dict[str, A
         )
         base = PointTransformerForClassification(config)
     width = base.config.hidden_size
-    model = prepare_model(spec.method, base, **options).to(device)
-    if spec.method == "point-prompt" and model.peft_config["default"].use_memory_bank:
+    model = prepare_model(method, base, **options).to(device)
+    if spec.method in FULL_VARIANTS:
+        model.requires_grad_(True)
+    if method == "point-prompt" and model.peft_config["default"].use_memory_bank:
         # the bank's content does not change the cost; its size does
         model.base_model.point_prompt_bank["default"] = torch.randn(spec.bank_rows, width, device=device)
         model.peft_config["default"].bank_size = spec.bank_rows
@@ -143,10 +191,13 @@ def measure_cost(spec: CostSpec, baseline_rss: int | None = None) -> dict[str, A
             _sync(device)
             inference.append(time.perf_counter() - start)
     trainable = sum(p.numel() for p in params)
+    with_grad = sum(p.numel() for p in params if p.grad is not None)  # the last step's gradients
     step = statistics.median(step_times)
     return {
         "spec": asdict(spec),
         "trainable_parameters": trainable,
+        "parameters_with_gradients": with_grad,
+        "total_parameters": sum(p.numel() for p in model.parameters()),
         "step_seconds": step,
         "step_seconds_all": step_times,
         "context_build_seconds": statistics.median(build_times),
@@ -161,8 +212,22 @@ def measure_cost(spec: CostSpec, baseline_rss: int | None = None) -> dict[str, A
     }
 
 
-def measure_in_subprocess(spec: CostSpec, timeout: float | None = None) -> dict[str, Any]:
-    """Run `measure_cost` in a fresh Python process and return its result."""
+class _AddressSpaceLimit:
+    """`preexec_fn` capping the child's address space, so that a probe too large for a shared machine fails with
+    an allocation error in itself instead of waking the system's out-of-memory killer."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def __call__(self) -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (self.limit, self.limit))
+
+
+def measure_in_subprocess(
+    spec: CostSpec, timeout: float | None = None, max_memory_bytes: int | None = None
+) -> dict[str, Any]:
+    """Run `measure_cost` in a fresh Python process and return its result. `max_memory_bytes` caps the child's
+    address space (CPU runs on shared machines; the cap counts virtual memory, so leave some headroom)."""
     env = dict(os.environ)
     if spec.device == "cpu":
         env.setdefault("MALLOC_MMAP_THRESHOLD_", str(64 * 1024))
@@ -172,9 +237,15 @@ def measure_in_subprocess(spec: CostSpec, timeout: float | None = None) -> dict[
         text=True,
         timeout=timeout,
         env=env,
+        preexec_fn=_AddressSpaceLimit(max_memory_bytes) if max_memory_bytes else None,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"cost probe for {spec.method!r} failed:\n{proc.stderr[-4000:]}")
+        why = f"exit status {proc.returncode}"
+        if proc.returncode == -9:
+            why += " (SIGKILL: most likely the out-of-memory killer; try a smaller batch or a larger machine)"
+        elif max_memory_bytes:
+            why += f" under a {max_memory_bytes / 2**30:.1f} GiB address-space cap (an allocation error: it needs more)"
+        raise RuntimeError(f"cost probe for {spec.method!r} failed, {why}:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
