@@ -8,6 +8,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
@@ -349,19 +350,32 @@ class PointPromptBlock(nn.Module, PointPromptLayer):
 
     def _geometry(self, name, config, graph: GAGraph, patches: torch.Tensor, prompts: torch.Tensor | None):
         """Local attention in each anchor's kNN neighbourhood, pooled, normalised, propagated back to the tokens."""
-        shared = self.shared.geometry[name]
         rows = patches if prompts is None else torch.cat([prompts, patches], dim=1)
         batch, _, width = rows.shape
-        a, k = graph.neighbours.shape[1], graph.neighbours.shape[2]
-        neighbourhoods = gather_points(rows, graph.neighbours).reshape(batch * a, k, width)
-        drop_path = getattr(self.base_layer, "drop_path", nn.Identity())
-        neighbourhoods = neighbourhoods + drop_path(shared.attn(shared.norm(neighbourhoods)))
-        pooled = neighbourhoods.amax(dim=1)  # [B*A, C]
+        a = graph.neighbours.shape[1]
+        if torch.is_grad_enabled() and self.training:
+            # the neighbourhood tensors ([B*A, k, C], several per block) are most of what this adapter would keep for
+            # backward; recomputing them there costs a small forward and keeps the memory below full fine-tuning's.
+            # The BatchNorm after the pooling stays outside, so its running statistics are updated once.
+            pooled = torch.utils.checkpoint.checkpoint(
+                self._local_pool, name, rows, graph.neighbours, use_reentrant=False
+            )
+        else:
+            pooled = self._local_pool(name, rows, graph.neighbours)
         value = F.gelu(self.point_prompt_ga_norm[name](pooled)).reshape(batch, a, width)
         value = value + config.center_coef * gather_points(rows, graph.anchors)
         with torch.autocast(device_type=rows.device.type, enabled=False):
             update = graph.weights @ value.float()
         return patches + config.propagate_coef * update.to(patches.dtype)
+
+    def _local_pool(self, name: str, rows: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        """Max over each neighbourhood of rows + DropPath(LocalAttention(LN3(rows))): [B*A, C]."""
+        shared = self.shared.geometry[name]
+        batch, a, k = neighbours.shape
+        neighbourhoods = gather_points(rows, neighbours).reshape(batch * a, k, rows.shape[-1])
+        drop_path = getattr(self.base_layer, "drop_path", nn.Identity())
+        neighbourhoods = neighbourhoods + drop_path(shared.attn(shared.norm(neighbourhoods)))
+        return neighbourhoods.amax(dim=1)
 
     def merge(self, *args, **kwargs) -> None:
         raise ValueError("Point-PEFT adapters depend on the input and cannot be merged; use unload()")
