@@ -1,7 +1,7 @@
-"""Pre-train a small point transformer with masked point modeling (Point-MAE) on the synthetic shapes.
+"""Pre-train a small point transformer with masked point modeling (Point-MAE) on the synthetic shapes, in Python.
 
-This is how the embedded backbone was made (see hf_point_peft/assets/pointmae-synthetic-small/README.md for the exact
-command); the same job is `point-peft pretrain`.
+A two-minute miniature of how the embedded backbone was made; the exact command of the embedded backbone (the same
+job through `point-peft pretrain`) is in hf_point_peft/assets/pointmae-synthetic-small/README.md.
 """
 
 from hf_point_peft.training.pretrain import PretrainJob, run_pretrain

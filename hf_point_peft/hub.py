@@ -149,10 +149,17 @@ def write_model_card(folder: str | os.PathLike, job, results: dict[str, Any], is
 
 
 def build_backbone_card(
-    folder: str | os.PathLike, job, results: dict[str, Any], device: str, name: str, load_path: str
+    folder: str | os.PathLike,
+    job,
+    results: dict[str, Any],
+    device: str,
+    name: str,
+    load_path: str | None = None,
+    load_code: str | None = None,
 ) -> ModelCard:
     """The card of an encoder written by `run_pretrain` (`job`: a PretrainJob): the exact command, seed, data and
-    loss curve, so that anyone can remake it. `folder` holds the saved files, `load_path` is where users load it."""
+    loss curve, so that anyone can remake it. `folder` holds the saved files; the usage snippet loads from `load_path`
+    or, when given, the Python expression `load_code`."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
@@ -197,16 +204,22 @@ def build_backbone_card(
         "wall_time": f"{results['wall_seconds']:.0f} s",
         "device": device,
         "loss_rows": "\n".join(f"| {r['epoch']} | {r['train_loss']:.5f} |" for r in results["history"]),
-        "path_repr": repr(load_path),
+        "path_repr": load_code or repr(str(load_path or folder)),
     }
     return ModelCard.from_template(card_data, template_str=_template("backbone_card.md"), **fields)
 
 
 def write_backbone_card(
-    folder: str | os.PathLike, job, results: dict[str, Any], device: str, name: str, load_path: str
+    folder: str | os.PathLike,
+    job,
+    results: dict[str, Any],
+    device: str,
+    name: str,
+    load_path: str | None = None,
+    load_code: str | None = None,
 ) -> Path:
     path = Path(folder) / "README.md"
-    build_backbone_card(folder, job, results, device, name, load_path).save(path)
+    build_backbone_card(folder, job, results, device, name, load_path, load_code).save(path)
     return path
 
 

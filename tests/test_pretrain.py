@@ -126,3 +126,22 @@ def test_pretrain_cli_records_the_command(tmp_path):
     assert json.loads((out / "encoder" / "config.json").read_text())["hidden_size"] == 48
     with pytest.raises(SystemExit):
         cli(["pretrain", "--model-option", "hidden_size"])  # key=value expected
+
+
+def test_embedded_backbone_is_shipped_with_the_card_that_made_it():
+    from hf_point_peft.training.backbones import embedded_backbone_path
+
+    folder = embedded_backbone_path()
+    size = sum(p.stat().st_size for p in folder.iterdir())
+    assert size <= 25 * 2**20, size
+    card = ModelCard.load(folder / "README.md")
+    metrics = json.loads((folder / "pretrain_metrics.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
+    job = metrics["job"]
+    assert job["command"].startswith("point-peft pretrain ") and job["command"] in card.text
+    for key, value in job["model_config"].items():  # the recorded command made exactly this architecture
+        assert config[key] == value, key
+    assert job["dataset"] == "synthetic" and job["dataset_options"]["seed"] != 0  # not the fine-tuning data
+    assert f"{metrics['final_loss']:.5f}" in card.text
+    model = PointTransformerModel.from_pretrained(folder)
+    assert sum(p.numel() for p in model.parameters()) == metrics["encoder_parameters"]
