@@ -460,7 +460,12 @@ def _add_benchmark(sub) -> None:
     )
     p.add_argument("--dataset", choices=DATASETS, default=o.dataset, help="dataset (default %(default)s)")
     p.add_argument("--data-path", help="folder of the real dataset files")
-    p.add_argument("--dataset-option", action="append", metavar="KEY=VALUE", help="dataset option (repeatable)")
+    p.add_argument(
+        "--dataset-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="dataset option (repeatable); with none, the synthetic shapes use train_per_class=40",
+    )
     p.add_argument("--output-dir", default=o.output_dir, help="output folder (default %(default)s)")
     p.add_argument("--epochs", type=int, default=o.epochs, help="epochs per method (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=o.batch_size, help="global batch size (default %(default)s)")
@@ -475,6 +480,12 @@ def _add_benchmark(sub) -> None:
     p.add_argument("--cost-steps", type=int, default=o.cost_steps, help="timed steps per method (default %(default)s)")
     p.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is present")
     p.add_argument("--progress", action="store_true", help="show per-epoch progress bars")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the methods already finished in --output-dir (and their cost figures), continue an interrupted one "
+        "from its last checkpoint, run the rest",
+    )
     p.set_defaults(func=_run_benchmark)
 
 
@@ -498,6 +509,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
             cost_steps=args.cost_steps,
             cpu=args.cpu,
             progress=args.progress,
+            resume=args.resume,
             command=_command_line(args),
         )
     )

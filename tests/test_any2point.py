@@ -275,3 +275,32 @@ def test_too_few_points_and_nan():
     bad[1, 5, 0] = float("nan")
     with pytest.raises(ValueError, match="first bad sample index is 1"):
         model(points=bad)
+
+
+def test_smaller_tokenizer_of_the_same_design(tmp_path):
+    """tokenizer_groups / tokenizer_width scale the Point-PN tokenizer (CPU budgets); saved in the config, the token
+    count is the last stage's centres, and a projection maps the tokenizer's width to the source's."""
+    torch.manual_seed(0)
+    model = get_peft_model(
+        sources()["bert"](),
+        Any2PointConfig(num_labels=3, **SMALL, tokenizer_groups=[64, 32, 16], tokenizer_width=96),
+    ).eval()
+    tokenizer = model.base_model.any2point_tokenizer["default"]
+    tokens, centres = tokenizer(cloud(n=128))
+    assert tokens.shape == (2, 16, 96) and centres.shape == (2, 16, 3)
+    assert tokenizer.min_points == 64
+    assert isinstance(model.base_model.any2point_proj["default"], torch.nn.Linear)  # 96 -> the source's 32
+    with torch.no_grad():
+        logits = model(points=cloud(n=128)).logits
+    model.save_pretrained(tmp_path)
+    torch.manual_seed(0)  # the same frozen source
+    reloaded = PeftModel.from_pretrained(sources()["bert"](), tmp_path).eval()
+    assert reloaded.peft_config["default"].tokenizer_groups == [64, 32, 16]
+    with torch.no_grad():
+        assert torch.equal(reloaded(points=cloud(n=128)).logits, logits)
+    with pytest.raises(ValueError, match="needs at least 64"):
+        model(points=torch.randn(2, 48, 3))
+    with pytest.raises(ValueError, match="tokenizer_groups"):
+        Any2PointConfig(num_labels=3, tokenizer_groups=[16, 32, 64])
+    with pytest.raises(ValueError, match="tokenizer_width"):
+        Any2PointConfig(num_labels=3, tokenizer_width=100)

@@ -65,9 +65,10 @@ def run_finetune(job: FinetuneJob, log=print) -> dict[str, Any]:
     if job.method in SOURCE_METHODS:
         model = load_source(job.backbone)
         config = model.config
-        if args.num_points < 512:
-            raise ValueError(f"num_points {args.num_points} is below what Any2Point's tokenizer needs (512)")
         model = prepare_model(job.method, model, num_labels=len(names), **job.method_options)
+        needed = model.base_model.any2point_tokenizer[model.active_adapter].min_points
+        if args.num_points < needed:
+            raise ValueError(f"num_points {args.num_points} is below what Any2Point's tokenizer needs ({needed})")
     else:
         model = load_classifier(job.backbone, len(names), dict(enumerate(names)), **job.model_options)
         config = model.config

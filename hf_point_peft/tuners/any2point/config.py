@@ -115,6 +115,14 @@ class Any2PointConfig(CheckedAdapterLoading, PeftConfig):
     pe_table_length_1d: int | None = field(default=None, metadata={"help": "Use the first L rows of a 1D table."})
     knn_k: int = field(default=64, metadata={"help": "Neighbours per centre in the 3D tokenizer (1-256)."})
     tokenizer_norm: str = field(default="group_max", metadata={"help": "'group_max' or 'std' offset normalisation."})
+    tokenizer_groups: tuple[int, int, int] | list[int] = field(
+        default=(512, 256, 128),
+        metadata={"help": "Centres of the tokenizer's 3 stages (the last is the token count); official 512/256/128."},
+    )
+    tokenizer_width: int = field(
+        default=768,
+        metadata={"help": "Token width W (a multiple of 24) of the tokenizer (stages W/4, W/2, W); official 768."},
+    )
     audio_grid_layout: str = field(default="mel_time", metadata={"help": "'mel_time' or 'official_19x12' (ImageBind)."})
     head_hidden: tuple[int, ...] | list[int] = field(
         default=(256, 256), metadata={"help": "Hidden widths of the head."}
@@ -170,6 +178,18 @@ class Any2PointConfig(CheckedAdapterLoading, PeftConfig):
         if not 0 <= self.adapter_dropout < 1 or not 0 <= self.head_dropout < 1:
             raise ValueError(
                 f"dropouts must be in [0, 1): adapter_dropout={self.adapter_dropout!r}, head_dropout={self.head_dropout!r}"
+            )
+        groups = [int(v) for v in self.tokenizer_groups]
+        if len(groups) != 3 or any(g <= 0 for g in groups) or groups != sorted(groups, reverse=True):
+            raise ValueError(
+                f"Any2PointConfig.tokenizer_groups must be 3 positive, non-increasing centre counts, got "
+                f"{self.tokenizer_groups!r}"
+            )
+        self.tokenizer_groups = groups
+        if not isinstance(self.tokenizer_width, int) or self.tokenizer_width % 24 or self.tokenizer_width < 96:
+            raise ValueError(
+                f"Any2PointConfig.tokenizer_width must be a multiple of 24 (stage widths W/4, W/2, W in 6 sin/cos "
+                f"blocks) and at least 96, got {self.tokenizer_width!r}"
             )
         self.head_hidden = [int(v) for v in self.head_hidden]
         if any(v <= 0 for v in self.head_hidden):

@@ -122,9 +122,14 @@ class Any2PointModel(InputDependentTuner):
         recipe = get_recipe(model)
         width = model.config.hidden_size
         device = next(model.parameters()).device
-        tokenizer = PointPNTokenizer(config.knn_k, config.tokenizer_norm)
+        tokenizer = PointPNTokenizer(
+            config.knn_k, config.tokenizer_norm, config.tokenizer_groups, config.tokenizer_width
+        )
         self.any2point_tokenizer[adapter_name] = tokenizer.to(device)
-        self.any2point_proj[adapter_name] = (nn.Linear(768, width) if width != 768 else nn.Identity()).to(device)
+        t_width = config.tokenizer_width
+        self.any2point_proj[adapter_name] = (nn.Linear(t_width, width) if width != t_width else nn.Identity()).to(
+            device
+        )
         source_cls = get_module(model, recipe.cls_token) if recipe.cls_token else None
         self.any2point_cls[adapter_name] = ClsModule(width, source_cls).to(device)
         attn = nn.ModuleList(

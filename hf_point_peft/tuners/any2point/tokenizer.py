@@ -1,5 +1,5 @@
-"""Any2Point's 3D tokenizer (Point-PN style, specs/any2point.md §4), pure torch: 276,672 trainable parameters that
-turn [B, N, 3] points into 128 tokens of width 768 and their centres."""
+"""Any2Point's 3D tokenizer (Point-PN style, specs/any2point.md §4), pure torch: by default 276,672 trainable
+parameters that turn [B, N, 3] points into 128 tokens of width 768 and their centres."""
 
 from __future__ import annotations
 
@@ -60,20 +60,33 @@ class _Stage(nn.Module):
 
 
 class PointPNTokenizer(nn.Module):
-    """Raw Conv1d(3 -> 96) + BN + ReLU per point, then three FPS + kNN stages (512 / 256 / 128 centres, widths
-    192 / 384 / 768, residual bottlenecks 2 / 1 / 1, hidden D/2, D/2, 32), each pooling its neighbours by max."""
+    """Raw Conv1d(3 -> W/8) + BN + ReLU per point, then three FPS + kNN stages (`groups` centres, default 512 / 256 /
+    128; widths W/4, W/2, W with W = `width`, default 768; residual bottlenecks 2 / 1 / 1 with hidden D/2, D/2, 32),
+    each pooling its neighbours by max. The defaults are the official tokenizer (276,672 parameters); smaller
+    `groups` / `width` give a cheaper tokenizer of the same design (CPU runs)."""
 
-    STAGES = ((512, 192, 96, 2), (256, 384, 192, 1), (128, 768, 32, 1))
-
-    def __init__(self, knn_k: int = 64, norm: str = "group_max"):
+    def __init__(self, knn_k: int = 64, norm: str = "group_max", groups=(512, 256, 128), width: int = 768):
         super().__init__()
-        self.knn_k, self.norm = knn_k, norm
-        self.raw = nn.Sequential(nn.Conv1d(3, 96, 1, bias=False), BatchNorm1d(96), nn.ReLU(inplace=True))
-        self.stages = nn.ModuleList([_Stage(*spec) for spec in self.STAGES])
+        groups = [int(g) for g in groups]
+        if len(groups) != 3 or any(g <= 0 for g in groups) or groups != sorted(groups, reverse=True):
+            raise ValueError(f"tokenizer groups must be 3 positive, non-increasing centre counts, got {groups}")
+        if width % 24 or width < 96:  # W/8 raw channels; W/4, W/2, W each split into 6 sin/cos blocks
+            raise ValueError(f"tokenizer width must be a multiple of 24 and at least 96, got {width}")
+        self.knn_k, self.norm, self.width = knn_k, norm, width
+        dims = (width // 4, width // 2, width)
+        self.stage_specs = (
+            (groups[0], dims[0], dims[0] // 2, 2),
+            (groups[1], dims[1], dims[1] // 2, 1),
+            (groups[2], dims[2], 32, 1),
+        )
+        self.raw = nn.Sequential(
+            nn.Conv1d(3, width // 8, 1, bias=False), BatchNorm1d(width // 8), nn.ReLU(inplace=True)
+        )
+        self.stages = nn.ModuleList([_Stage(*spec) for spec in self.stage_specs])
 
     @property
     def min_points(self) -> int:
-        return self.STAGES[0][0]
+        return self.stage_specs[0][0]
 
     def forward(self, xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.raw(xyz.transpose(1, 2)).transpose(1, 2)
