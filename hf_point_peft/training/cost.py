@@ -1,8 +1,9 @@
 """Cost of a fine-tuning method: train-step time, peak memory, inference time, time spent in shared-context builds.
 
 Each method is measured in a fresh subprocess so that peak memory is its own: on CUDA the allocator's peak
-(`torch.cuda.max_memory_allocated`), on CPU the process's peak resident set size minus the resident size right
-after the imports (weights + activations + gradients + optimizer state, the CPU analogue). On CPU the subprocess
+(`torch.cuda.max_memory_allocated`), on CPU the process's peak resident set size minus a baseline: the resident
+size once the base model is built, minus its weights (so the figure is weights + activations + gradients + optimizer
+state, the CPU analogue, without the libraries that building a model imports lazily). On CPU the subprocess
 runs with glibc's mmap threshold fixed at 64 KiB (`MALLOC_MMAP_THRESHOLD_`): by default glibc raises it after the
 first large free, so freed activations stay in a fragmented heap and peak RSS measures the allocator, not the
 method. Times are medians over steps after warm-up. Compare ratios taken in one run: these machines are noisy.
@@ -109,13 +110,16 @@ def _contexts(model: torch.nn.Module) -> list:
     return list(seen.values())
 
 
+def _tensor_bytes(module: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
 def measure_cost(spec: CostSpec, baseline_rss: int | None = None) -> dict[str, Any]:
     """Measure in this process (use `measure_in_subprocess` for a clean peak-memory figure)."""
     from ..models import PointTransformerConfig, PointTransformerForClassification
     from .backbones import load_classifier, load_source
     from .methods import SOURCE_METHODS, prepare_model
 
-    baseline_rss = _rss_bytes() if baseline_rss is None else baseline_rss
     device = torch.device(spec.device)
     torch.manual_seed(spec.seed)
     options = dict(spec.method_options)
@@ -135,6 +139,12 @@ def measure_cost(spec: CostSpec, baseline_rss: int | None = None) -> dict[str, A
             num_labels=spec.num_labels, num_groups=spec.num_groups, num_points=spec.num_points, **spec.model_config
         )
         base = PointTransformerForClassification(config)
+    # CPU baseline: the resident size once the base model exists, minus its weights. Building the model pulls in the
+    # rest of transformers / peft / the source package lazily (hundreds of MiB for every method alike), which a
+    # baseline taken right after the imports would count as the method's memory.
+    if baseline_rss is None:
+        baseline_rss = _rss_bytes() - _tensor_bytes(base)
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # loading's own peak, if higher
     width = base.config.hidden_size
     model = prepare_model(method, base, **options).to(device)
     if spec.method in FULL_VARIANTS:
@@ -175,10 +185,14 @@ def measure_cost(spec: CostSpec, baseline_rss: int | None = None) -> dict[str, A
         if step >= spec.warmup:
             step_times.append(time.perf_counter() - start)
             build_times.append(sum(ctx.build_seconds for ctx in contexts))
+    exact = True
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline_rss
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        # if loading peaked higher than training, the figure is only an upper bound of the training peak
+        exact = peak_rss > peak_before
+        peak = peak_rss - baseline_rss
     model.eval()
     inference = []
     with torch.no_grad(), autocast:
@@ -203,9 +217,10 @@ def measure_cost(spec: CostSpec, baseline_rss: int | None = None) -> dict[str, A
         "context_build_seconds": statistics.median(build_times),
         "context_build_share": statistics.median(build_times) / step if step else 0.0,
         "peak_memory_bytes": int(peak),
+        "peak_memory_exact": exact,
         "peak_memory_kind": "cuda max_memory_allocated"
         if device.type == "cuda"
-        else f"peak RSS minus RSS after imports, MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'default')}",
+        else f"peak RSS minus (RSS with the base model built, minus its weights), MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'default')}",
         "inference_seconds": statistics.median(inference),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
@@ -250,9 +265,8 @@ def measure_in_subprocess(
 
 
 def _main() -> None:
-    baseline = _rss_bytes()
     spec = CostSpec(**json.loads(sys.argv[1]))
-    print(json.dumps(measure_cost(spec, baseline_rss=baseline)))
+    print(json.dumps(measure_cost(spec)))
 
 
 if __name__ == "__main__":

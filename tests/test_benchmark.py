@@ -1,0 +1,103 @@
+"""`point-peft benchmark` end to end on a tiny backbone: one table, JSON and plot, ratios to full fine-tuning from the
+same run, the targets check, and --resume reusing finished methods (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tiny import TINY
+
+import hf_point_peft  # noqa: F401
+from hf_point_peft import PointTransformerConfig, PointTransformerModel
+from hf_point_peft.training.benchmark import BenchmarkOptions, check_targets, run_benchmark
+
+
+@pytest.fixture
+def backbone(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_POINT_PEFT_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    path = tmp_path / "backbone"
+    PointTransformerModel(PointTransformerConfig(**TINY)).save_pretrained(path)
+    return path
+
+
+def options(backbone, out, **kw) -> BenchmarkOptions:
+    args = {
+        "output_dir": str(out),
+        "methods": ["linear", "pointgst"],
+        "backbone": str(backbone),
+        "dataset_options": {"train_per_class": 3, "test_per_class": 1, "num_points": 160},
+        "epochs": 1,
+        "batch_size": 8,
+        "num_points": 128,
+        "cost_batch": 4,
+        "cost_steps": 1,
+        "cpu": True,
+        "command": "point-peft benchmark (test)",
+        **kw,
+    }
+    return BenchmarkOptions(**args)
+
+
+def test_benchmark_writes_table_json_plot_and_resumes(backbone, tmp_path):
+    out = tmp_path / "bench"
+    summary = run_benchmark(options(backbone, out), log=lambda *a: None)
+    assert [r["key"] for r in summary["rows"]] == ["full", "linear", "pointgst"]  # full is always the reference
+    full, linear, gst = summary["rows"]
+    assert full["step_time_ratio"] == full["peak_memory_ratio"] == full["inference_ratio"] == 1.0
+    assert gst["trainable_parameters"] < full["trainable_parameters"] and linear["trainable_parameters"] > 0
+    for row in summary["rows"]:
+        assert 0.0 <= row["final_epoch_test_accuracy"] <= 1.0 and row["step_seconds"] > 0
+        assert row["peak_memory_bytes"] > 0 and row["saved_bytes"] > 0
+    assert gst["saved_bytes"] < full["saved_bytes"]  # an adapter file against a whole model
+    saved = json.loads((out / "benchmark.json").read_text())
+    assert saved["rows"] == summary["rows"] and saved["command"] == "point-peft benchmark (test)"
+    text = (out / "BENCHMARK.md").read_text()
+    assert "point-peft benchmark (test)" in text and "| PointGST |" in text and "final-epoch, single-view" in text
+    assert (out / "accuracy_vs_parameters.png").stat().st_size > 1000
+    assert {t["target"] for t in summary["targets"]} >= {"PointGST trains <= 3% of the parameters"}
+    # resume: every method finished, so nothing is trained or measured again and the figures are the same
+    again = run_benchmark(options(backbone, out, resume=True), log=lambda *a: None)
+    assert [r["step_seconds"] for r in again["rows"]] == [r["step_seconds"] for r in summary["rows"]]
+    assert [r["final_epoch_test_accuracy"] for r in again["rows"]] == [
+        r["final_epoch_test_accuracy"] for r in summary["rows"]
+    ]
+
+
+def test_targets_report_misses_with_the_figure():
+    rows = [
+        {"key": "full", "label": "full", "final_epoch_test_accuracy": 0.9, "trainable_parameters": 1000},
+        {
+            "key": "pointgst",
+            "label": "PointGST",
+            "final_epoch_test_accuracy": 0.88,
+            "trainable_parameters": 80,
+            "step_time_ratio": 0.5,
+            "peak_memory_ratio": 0.7,
+        },
+        {"key": "linear", "label": "linear", "final_epoch_test_accuracy": 0.89, "trainable_parameters": 10},
+    ]
+    checks = {c["target"]: c for c in check_targets(rows)}
+    assert checks["PointGST accuracy >= full fine-tuning - 0.5 points"] == {
+        "target": "PointGST accuracy >= full fine-tuning - 0.5 points",
+        "measured": "-2.00 points",
+        "met": False,
+    }
+    assert checks["PointGST trains <= 3% of the parameters"]["met"] is False  # 8%
+    assert checks["PointGST step time <= 0.85x full"]["met"] is True
+    assert checks["PointGST peak memory <= 0.6x full"]["measured"] == "0.70x"
+    assert checks["PointGST beats the linear probe"]["met"] is False
+
+
+def test_unknown_method_is_refused(backbone, tmp_path):
+    with pytest.raises(ValueError, match=r"unknown benchmark method\(s\) \['adapterx'\]"):
+        run_benchmark(options(backbone, tmp_path / "x", methods=["adapterx"]), log=lambda *a: None)
+
+
+def test_resume_with_other_settings_is_refused(backbone, tmp_path):
+    out = tmp_path / "bench"
+    run_benchmark(options(backbone, out, methods=["linear"]), log=lambda *a: None)
+    with pytest.raises(ValueError, match="cannot resume the benchmark.*epochs: 1 there vs 2 now"):
+        run_benchmark(options(backbone, out, methods=["linear"], epochs=2, resume=True), log=lambda *a: None)
