@@ -61,3 +61,27 @@ def test_cost_probe_any2point_against_full_pipeline():
     assert full["trainable_parameters"] > a2p["trainable_parameters"] == a2p["parameters_with_gradients"]
     # the source's encoder layers receive gradients in full fine-tuning (the position table, read under no_grad, not)
     assert full["parameters_with_gradients"] > a2p["parameters_with_gradients"]
+
+
+def test_cpu_peak_memory_is_the_probes_own_not_its_parents():
+    """A probe started by a big process (the benchmark, after training) reports its own peak: Linux carries a parent's
+    resident size into a child's ru_maxrss, so the probe must read (and reset) VmHWM instead."""
+    spec = CostSpec(
+        method="full",
+        batch=8,
+        num_points=128,
+        num_groups=16,
+        steps=1,
+        warmup=1,
+        inference_repeats=1,
+        model_config=TINY_MODEL,
+    )
+    alone = measure_in_subprocess(spec)
+    ballast = bytearray(1 << 30)  # 1 GiB resident in the parent
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    beside_a_big_parent = measure_in_subprocess(spec)
+    del ballast
+    assert alone["peak_memory_exact"] and beside_a_big_parent["peak_memory_exact"]
+    assert beside_a_big_parent["peak_memory_bytes"] < alone["peak_memory_bytes"] + (64 << 20)
+    assert alone["peak_memory_bytes"] < 512 << 20  # a tiny model's step, not an inherited gigabyte

@@ -110,6 +110,26 @@ def _contexts(model: torch.nn.Module) -> list:
     return list(seen.values())
 
 
+def _peak_rss() -> int:
+    """This process's peak resident size (VmHWM). Not `ru_maxrss`: Linux carries the parent's resident size at fork
+    into a child's ru_maxrss across exec, so a probe started by a big process (the benchmark) would report that."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # pragma: no cover - not Linux
+
+
+def _reset_peak_rss() -> bool:
+    """Reset VmHWM to the current resident size (Linux >= 4.0: write 5 to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:  # pragma: no cover - older kernels / restricted containers
+        return False
+
+
 def _tensor_bytes(module: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
 
@@ -144,7 +164,8 @@ def measure_cost(spec: CostSpec, baseline_rss: int | None = None) -> dict[str, A
     # baseline taken right after the imports would count as the method's memory.
     if baseline_rss is None:
         baseline_rss = _rss_bytes() - _tensor_bytes(base)
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # loading's own peak, if higher
+    reset = _reset_peak_rss()  # loading's own transient peak is not the method's
+    peak_before = _peak_rss()
     width = base.config.hidden_size
     model = prepare_model(method, base, **options).to(device)
     if spec.method in FULL_VARIANTS:
@@ -189,9 +210,9 @@ def measure_cost(spec: CostSpec, baseline_rss: int | None = None) -> dict[str, A
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
     else:
-        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        # if loading peaked higher than training, the figure is only an upper bound of the training peak
-        exact = peak_rss > peak_before
+        peak_rss = _peak_rss()
+        # without a reset, a loading peak higher than training's makes the figure an upper bound only
+        exact = reset or peak_rss > peak_before
         peak = peak_rss - baseline_rss
     model.eval()
     inference = []
