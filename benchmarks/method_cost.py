@@ -155,9 +155,8 @@ def main() -> None:
         )
     text = (
         f"{setting}, device {full['device']} ({full['threads']} threads), mixed precision {args.mixed_precision}, "
-        f"{args.steps} timed steps (median) after 1 warm-up; peak memory: {full['peak_memory_kind']}.\n\n"
-        + "\n".join(rows)
-        + f"\n\nCommand: `{result['command']}`\n"
+        f"{args.steps} timed steps (median) after 1 warm-up, times with {full.get('timing_allocator', 'the default allocator')}; "
+        f"peak memory: {full['peak_memory_kind']}.\n\n" + "\n".join(rows) + f"\n\nCommand: `{result['command']}`\n"
     )
     out.with_suffix(".md").write_text(text)
     print(text)

@@ -26,6 +26,30 @@ def test_cost_probe_reports_every_figure():
     assert full["context_build_seconds"] == 0 and full["peak_memory_bytes"] > 0
     assert full["trainable_parameters"] > result["trainable_parameters"]
     assert "MALLOC_MMAP_THRESHOLD_=65536" in full["peak_memory_kind"]
+    # times from glibc's default allocator (an mmap per allocation slows steps down unevenly), memory from the
+    # fixed threshold: two processes
+    assert full["timing_allocator"] == "MALLOC_MMAP_THRESHOLD_=default"
+    assert full["memory_allocator"] == "MALLOC_MMAP_THRESHOLD_=65536"
+    assert full["inference_seconds"] > 0
+
+
+def test_cpu_times_never_come_from_a_fixed_mmap_threshold(monkeypatch):
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")  # the user's own setting is kept for memory only
+    spec = CostSpec(
+        method="full",
+        batch=4,
+        num_points=128,
+        num_groups=16,
+        steps=1,
+        warmup=1,
+        inference_repeats=1,
+        model_config=TINY_MODEL,
+    )
+    result = measure_in_subprocess(spec)
+    assert result["timing_allocator"] == "MALLOC_MMAP_THRESHOLD_=default"
+    assert result["memory_allocator"] == "MALLOC_MMAP_THRESHOLD_=131072"
+    assert "MALLOC_MMAP_THRESHOLD_=131072" in result["peak_memory_kind"]
+    assert result["step_seconds"] > 0 and result["peak_memory_bytes"] > 0
 
 
 TINY_SOURCE = {

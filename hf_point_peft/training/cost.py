@@ -3,10 +3,13 @@
 Each method is measured in a fresh subprocess so that peak memory is its own: on CUDA the allocator's peak
 (`torch.cuda.max_memory_allocated`), on CPU the process's peak resident set size minus a baseline: the resident
 size once the base model is built, minus its weights (so the figure is weights + activations + gradients + optimizer
-state, the CPU analogue, without the libraries that building a model imports lazily). On CPU the subprocess
-runs with glibc's mmap threshold fixed at 64 KiB (`MALLOC_MMAP_THRESHOLD_`): by default glibc raises it after the
-first large free, so freed activations stay in a fragmented heap and peak RSS measures the allocator, not the
-method. Times are medians over steps after warm-up. Compare ratios taken in one run: these machines are noisy.
+state, the CPU analogue, without the libraries that building a model imports lazily). On CPU, time and memory
+come from two subprocesses: times from one with glibc's default allocator (what a user's training runs with), peak
+memory from one with glibc's mmap threshold fixed at 64 KiB (`MALLOC_MMAP_THRESHOLD_`): by default glibc raises it
+after the first large free, so freed activations stay in a fragmented heap and peak RSS measures the allocator, not
+the method; but an mmap per allocation above 64 KiB slows steps down by up to 2x, unevenly across methods, so that
+process's times are not used. Times are medians over steps after warm-up. Compare ratios taken in one run: these
+machines are noisy.
 
     python -m hf_point_peft.training.cost '{"method": "pointgst", "batch": 32, "num_points": 2048, "num_groups": 128}'
 
@@ -25,7 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -134,8 +137,9 @@ def _tensor_bytes(module: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
 
 
-def measure_cost(spec: CostSpec, baseline_rss: int | None = None) -> dict[str, Any]:
-    """Measure in this process (use `measure_in_subprocess` for a clean peak-memory figure)."""
+def measure_cost(spec: CostSpec, baseline_rss: int | None = None, inference: bool = True) -> dict[str, Any]:
+    """Measure in this process (use `measure_in_subprocess` for a clean peak-memory figure). `inference=False` skips
+    the inference timing (`inference_seconds` is then None)."""
     from ..models import PointTransformerConfig, PointTransformerForClassification
     from .backbones import load_classifier, load_source
     from .methods import SOURCE_METHODS, prepare_model
@@ -215,16 +219,17 @@ def measure_cost(spec: CostSpec, baseline_rss: int | None = None) -> dict[str, A
         exact = reset or peak_rss > peak_before
         peak = peak_rss - baseline_rss
     model.eval()
-    inference = []
+    inference_times = []
     with torch.no_grad(), autocast:
         x = batches[0][0].to(device)
-        model(points=x)
-        for _ in range(spec.inference_repeats):
+        if inference:
+            model(points=x)
+        for _ in range(spec.inference_repeats if inference else 0):
             _sync(device)
             start = time.perf_counter()
             model(points=x)
             _sync(device)
-            inference.append(time.perf_counter() - start)
+            inference_times.append(time.perf_counter() - start)
     trainable = sum(p.numel() for p in params)
     with_grad = sum(p.numel() for p in params if p.grad is not None)  # the last step's gradients
     step = statistics.median(step_times)
@@ -242,7 +247,8 @@ def measure_cost(spec: CostSpec, baseline_rss: int | None = None) -> dict[str, A
         "peak_memory_kind": "cuda max_memory_allocated"
         if device.type == "cuda"
         else f"peak RSS minus (RSS with the base model built, minus its weights), MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'default')}",
-        "inference_seconds": statistics.median(inference),
+        "inference_seconds": statistics.median(inference_times) if inference_times else None,
+        "allocator": f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'default')}",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
     }
@@ -262,13 +268,30 @@ class _AddressSpaceLimit:
 def measure_in_subprocess(
     spec: CostSpec, timeout: float | None = None, max_memory_bytes: int | None = None
 ) -> dict[str, Any]:
-    """Run `measure_cost` in a fresh Python process and return its result. `max_memory_bytes` caps the child's
-    address space (CPU runs on shared machines; the cap counts virtual memory, so leave some headroom)."""
-    env = dict(os.environ)
-    if spec.device == "cpu":
-        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(64 * 1024))
+    """Measure `spec` in fresh Python processes and return the result. On CPU: times from a process with glibc's
+    default allocator, peak memory from a second one (warm-up + one step, no inference) with the mmap threshold
+    fixed (see the module docstring); on CUDA one process gives both. `max_memory_bytes` caps each child's address
+    space (CPU runs on shared machines; the cap counts virtual memory, so leave some headroom)."""
+    if spec.device != "cpu":
+        return _run_child(spec, dict(os.environ), timeout, max_memory_bytes, memory_only=False)
+    timing_env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    result = _run_child(spec, timing_env, timeout, max_memory_bytes, memory_only=False)
+    memory_env = dict(os.environ)
+    memory_env.setdefault("MALLOC_MMAP_THRESHOLD_", str(64 * 1024))
+    memory_spec = replace(spec, steps=1)
+    memory = _run_child(memory_spec, memory_env, timeout, max_memory_bytes, memory_only=True)
+    for key in ("peak_memory_bytes", "peak_memory_exact", "peak_memory_kind"):
+        result[key] = memory[key]
+    result["timing_allocator"], result["memory_allocator"] = result.pop("allocator"), memory["allocator"]
+    return result
+
+
+def _run_child(
+    spec: CostSpec, env: dict[str, str], timeout: float | None, max_memory_bytes: int | None, memory_only: bool
+) -> dict[str, Any]:
+    command = [sys.executable, "-m", "hf_point_peft.training.cost", json.dumps(asdict(spec))]
     proc = subprocess.run(
-        [sys.executable, "-m", "hf_point_peft.training.cost", json.dumps(asdict(spec))],
+        command + (["--memory-only"] if memory_only else []),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -287,7 +310,7 @@ def measure_in_subprocess(
 
 def _main() -> None:
     spec = CostSpec(**json.loads(sys.argv[1]))
-    print(json.dumps(measure_cost(spec)))
+    print(json.dumps(measure_cost(spec, inference="--memory-only" not in sys.argv[2:])))
 
 
 if __name__ == "__main__":
