@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from hf_point_peft import PointTransformerConfig, PointTransformerModel
+from hf_point_peft.atomic import write_json_atomic
 from hf_point_peft.models.layers import group_cloud
 
 
@@ -71,7 +72,7 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(out, result)
     print(json.dumps(result, indent=2))
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from hf_point_peft.atomic import write_json_atomic, write_text_atomic
 from hf_point_peft.training.cost import SOURCE_PRESETS, CostSpec, measure_in_subprocess
 
 # targets of the issues, as ratios to full fine-tuning measured in the same run
@@ -145,7 +146,7 @@ def main() -> None:
         rows.append(row)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(out.with_suffix(".json"), result)
     if source is None:
         setting = f"Point-MAE-size classifier (15 classes), B={args.batch}, N={points}, G={args.groups}"
     else:
@@ -158,7 +159,7 @@ def main() -> None:
         f"{args.steps} timed steps (median) after 1 warm-up, times with {full.get('timing_allocator', 'the default allocator')}; "
         f"peak memory: {full['peak_memory_kind']}.\n\n" + "\n".join(rows) + f"\n\nCommand: `{result['command']}`\n"
     )
-    out.with_suffix(".md").write_text(text)
+    write_text_atomic(out.with_suffix(".md"), text)
     print(text)
 
 

@@ -7,7 +7,6 @@ import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from .data import AUGMENTATIONS
 
@@ -158,6 +157,11 @@ def _add_training_flags(p: argparse.ArgumentParser, defaults) -> None:
         help="seed of data order, augmentation and init (default %(default)s)",
     )
     g.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
+    g.add_argument(
+        "--overwrite-output-dir",
+        action="store_true",
+        help="without --resume: delete an earlier run's checkpoints in the output folder (refused otherwise)",
+    )
     g.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     g.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
 
@@ -263,6 +267,7 @@ def _training_args(args):
         vote=getattr(args, "vote", 0),
         num_workers=getattr(args, "workers", 0),
         resume=args.resume,
+        overwrite_output_dir=args.overwrite_output_dir,
         max_steps_per_epoch=getattr(args, "max_steps_per_epoch", None),
         cpu=args.cpu,
         progress=not args.no_progress,
@@ -333,7 +338,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     )
     print(json.dumps(metrics, indent=2))
     if args.output:
-        Path(args.output).write_text(json.dumps(metrics, indent=2) + "\n")
+        from .atomic import write_json_atomic
+
+        write_json_atomic(args.output, metrics)
     return 0
 
 
@@ -396,6 +403,7 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         mixed_precision=args.mixed_precision,
         seed=args.seed,
         resume=args.resume,
+        overwrite_output_dir=args.overwrite_output_dir,
         cpu=args.cpu,
         progress=not args.no_progress,
         command=_command_line(args),

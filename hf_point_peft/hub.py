@@ -21,9 +21,11 @@ from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, Mo
 
 __all__ = [
     "METHOD_DESCRIPTIONS",
+    "EMBEDDED_LOAD",
     "build_backbone_card",
     "build_model_card",
     "push_folder",
+    "rebuild_backbone_card",
     "write_backbone_card",
     "write_model_card",
 ]
@@ -137,7 +139,7 @@ def build_model_card(job, results: dict[str, Any], is_peft: bool, repo_id: str |
         "num_labels": len(results.get("label_names") or []) or "NUM_LABELS",
         "command": command,
         "settings_rows": "\n".join(f"| {k} | {v} |" for k, v in settings.items()),
-        "wall_time": f"{results.get('wall_seconds', 0):.0f} s",
+        "wall_time": _training_time(results),
     }
     return ModelCard.from_template(card_data, template_str=_template(), **fields)
 
@@ -148,6 +150,12 @@ def write_model_card(folder: str | os.PathLike, job, results: dict[str, Any], is
     return path
 
 
+def _training_time(results: dict[str, Any]) -> str:
+    if "training_seconds" in results:
+        return f"{results['training_seconds']:.0f} s (every epoch, across resumes)"
+    return f"{results.get('wall_seconds', 0):.0f} s (wall time of the run)"
+
+
 def build_backbone_card(
     folder: str | os.PathLike,
     job,
@@ -156,10 +164,11 @@ def build_backbone_card(
     name: str,
     load_path: str | None = None,
     load_code: str | None = None,
+    load_import: str | None = None,
 ) -> ModelCard:
     """The card of an encoder written by `run_pretrain` (`job`: a PretrainJob): the exact command, seed, data and
     loss curve, so that anyone can remake it. `folder` holds the saved files; the usage snippet loads from `load_path`
-    or, when given, the Python expression `load_code`."""
+    or, when given, the Python expression `load_code` (after the import line `load_import`, if any)."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
@@ -201,10 +210,11 @@ def build_backbone_card(
         "final_loss": f"{results['final_loss']:.5f}",
         "command": job.command or "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "settings_rows": "\n".join(f"| {k} | {v} |" for k, v in settings.items()),
-        "wall_time": f"{results['wall_seconds']:.0f} s",
+        "wall_time": _training_time(results),
         "device": device,
         "loss_rows": "\n".join(f"| {r['epoch']} | {r['train_loss']:.5f} |" for r in results["history"]),
         "path_repr": load_code or repr(str(load_path or folder)),
+        "load_import": load_import or "",
     }
     return ModelCard.from_template(card_data, template_str=_template("backbone_card.md"), **fields)
 
@@ -217,10 +227,30 @@ def write_backbone_card(
     name: str,
     load_path: str | None = None,
     load_code: str | None = None,
+    load_import: str | None = None,
 ) -> Path:
     path = Path(folder) / "README.md"
-    build_backbone_card(folder, job, results, device, name, load_path, load_code).save(path)
+    build_backbone_card(folder, job, results, device, name, load_path, load_code, load_import).save(path)
     return path
+
+
+EMBEDDED_LOAD = {
+    "load_code": "embedded_backbone_path()",
+    "load_import": "from hf_point_peft.training.backbones import embedded_backbone_path",
+}
+
+
+def rebuild_backbone_card(folder: str | os.PathLike, **load) -> ModelCard:
+    """The card of a pre-trained encoder folder, rebuilt from its own `pretrain_metrics.json` (`load`: the
+    `load_path` / `load_code` / `load_import` of `build_backbone_card`). The embedded backbone's card is
+    `rebuild_backbone_card(embedded_backbone_path(), **EMBEDDED_LOAD)`."""
+    from .training.pretrain import PretrainJob
+
+    folder = Path(folder)
+    results = json.loads((folder / "pretrain_metrics.json").read_text())
+    job = PretrainJob(**results["job"])
+    name = job.name or folder.resolve().name
+    return build_backbone_card(folder, job, results, results.get("device", "an unrecorded device"), name, **load)
 
 
 def push_folder(

@@ -304,3 +304,7 @@ def test_smaller_tokenizer_of_the_same_design(tmp_path):
         Any2PointConfig(num_labels=3, tokenizer_groups=[16, 32, 64])
     with pytest.raises(ValueError, match="tokenizer_width"):
         Any2PointConfig(num_labels=3, tokenizer_width=100)
+    with pytest.raises(ValueError, match=r"tokenizer_groups.*64\.9"):  # never truncated silently
+        Any2PointConfig(num_labels=3, tokenizer_groups=[128, 64.9, 32])
+    with pytest.raises(ValueError, match="tokenizer_width"):
+        Any2PointConfig(num_labels=3, tokenizer_width=96.0)

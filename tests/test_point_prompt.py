@@ -21,7 +21,8 @@ from hf_point_peft import (
     build_memory_bank,
 )
 from hf_point_peft.data import make_synthetic_shapes
-from hf_point_peft.tuners.point_prompt.layer import bank_prompt_input, build_graph
+from hf_point_peft.geometry import gather_points
+from hf_point_peft.tuners.point_prompt.layer import PointPromptBlock, bank_prompt_input, build_graph
 
 SMALL = {"num_prompt_tokens": 6, "bank_topk": 4, "ga_k": 4, "prompt_layers": 1}
 
@@ -181,14 +182,23 @@ def test_not_identity_at_init():
     assert (adapted - reference).abs().max() > 1e-4
 
 
-def test_geometry_recomputation_gives_the_same_gradients_and_bn_update(data, monkeypatch):
-    """In training the GA adapter's neighbourhood tensors are recomputed in backward (memory); gradients and the
-    BatchNorm statistics must be those of the plain computation."""
+def _naive_local_pool(self, name, rows, neighbours):
+    """The GA pooling as written in the paper: LN3 and the attention on each gathered neighbourhood, amax."""
+    shared = self.shared.geometry[name]
+    batch, a, k = neighbours.shape
+    neighbourhoods = gather_points(rows, neighbours).reshape(batch * a, k, rows.shape[-1])
+    drop_path = getattr(self.base_layer, "drop_path", torch.nn.Identity())
+    return (neighbourhoods + drop_path(shared.attn(shared.norm(neighbourhoods)))).amax(dim=1)
 
-    def run(recompute: bool):
+
+def test_geometry_pooling_equals_the_per_neighbourhood_computation(data, monkeypatch):
+    """The GA adapter normalises and projects rows before gathering them (cheaper, less memory kept for backward);
+    loss, every gradient and the BatchNorm statistics must be those of the per-neighbourhood computation."""
+
+    def run(naive: bool):
         model = no_dropout(with_bank(data)).train()
-        if not recompute:
-            monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda fn, *a, **kw: fn(*a))
+        if naive:
+            monkeypatch.setattr(PointPromptBlock, "_local_pool", _naive_local_pool)
         x = points(batch=4)
         loss = model(points=x, labels=torch.tensor([0, 1, 2, 3])).loss
         loss.backward()
@@ -197,15 +207,15 @@ def test_geometry_recomputation_gives_the_same_gradients_and_bn_update(data, mon
         stats = {n: b.clone() for n, b in model.named_buffers() if "ga_norm" in n}
         return loss.detach(), grads, stats
 
-    loss_a, grads_a, stats_a = run(True)
-    loss_b, grads_b, stats_b = run(False)
-    assert torch.equal(loss_a, loss_b)
+    loss_a, grads_a, stats_a = run(False)
+    loss_b, grads_b, stats_b = run(True)
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-6, atol=1e-7)
     assert grads_a.keys() == grads_b.keys() and any("point_prompt_geometry" in n for n in grads_a)
     for name in grads_a:
-        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-5, atol=1e-7, msg=name)
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-6, msg=name)
     assert stats_a.keys() == stats_b.keys() and stats_a
     for name in stats_a:
-        assert torch.equal(stats_a[name], stats_b[name]), name  # running statistics updated once, not twice
+        torch.testing.assert_close(stats_a[name], stats_b[name], rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_sample_output_independent_of_batch_in_eval(data):

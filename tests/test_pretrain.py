@@ -145,3 +145,23 @@ def test_embedded_backbone_is_shipped_with_the_card_that_made_it():
     assert f"{metrics['final_loss']:.5f}" in card.text
     model = PointTransformerModel.from_pretrained(folder)
     assert sum(p.numel() for p in model.parameters()) == metrics["encoder_parameters"]
+
+
+def test_embedded_card_is_the_code_s_own_and_its_snippet_runs(tmp_path):
+    """The shipped card is exactly what `rebuild_backbone_card` makes from the folder's metrics (nothing edited by
+    hand), and its usage snippet runs as written in a fresh interpreter."""
+    import re
+    import subprocess
+    import sys
+
+    from hf_point_peft.hub import EMBEDDED_LOAD, rebuild_backbone_card
+    from hf_point_peft.training.backbones import embedded_backbone_path
+
+    folder = embedded_backbone_path()
+    rebuilt = tmp_path / "README.md"
+    rebuild_backbone_card(folder, **EMBEDDED_LOAD).save(rebuilt)
+    assert rebuilt.read_text() == (folder / "README.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", rebuilt.read_text(), re.S).group(1)
+    snippet += "\nassert sum(p.numel() for p in model.parameters() if p.requires_grad) > 0\nprint('ok')\n"
+    run = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-2000:]

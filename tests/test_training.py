@@ -330,3 +330,27 @@ def test_any2point_job_on_a_source_encoder(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "eval.json").read_text())["accuracy"] == results["test_accuracy"]
+
+
+def test_fresh_run_into_an_old_run_folder_is_refused_unless_overwritten(backbone, tmp_path):
+    """Without --resume an earlier run's checkpoints would win: pruning keeps the highest epochs (the old run's) and
+    deletes the new ones, and a later resume would continue the old run."""
+    out = tmp_path / "run"
+    run_finetune(job(backbone, out, epochs=2), log=lambda *a: None)
+    with pytest.raises(ValueError, match=r"already holds checkpoints of an earlier run \(last: epoch-0001, 2 epochs"):
+        run_finetune(job(backbone, out, epochs=1), log=lambda *a: None)
+    assert latest_checkpoint(out / "checkpoints")[0] == 1  # untouched by the refused run
+    results = run_finetune(job(backbone, out, epochs=1, overwrite_output_dir=True), log=lambda *a: None)
+    assert results["final_epoch"] == 1 and latest_checkpoint(out / "checkpoints")[0] == 0
+    assert cli(cli_args(backbone, out, "--epochs", "1")) == 2  # the CLI reports it as a usage error
+
+
+def test_resume_counts_every_epoch_s_time_and_refuses_a_longer_run(backbone, tmp_path):
+    out = tmp_path / "run"
+    first = run_finetune(job(backbone, out, epochs=1), log=lambda *a: None)
+    resumed = run_finetune(job(backbone, out, epochs=2, resume=True), log=lambda *a: None)
+    assert [r["seconds"] for r in resumed["history"]][:1] == [r["seconds"] for r in first["history"]]
+    assert resumed["training_seconds"] == pytest.approx(sum(r["seconds"] for r in resumed["history"]))
+    assert resumed["training_seconds"] > first["training_seconds"] > 0
+    with pytest.raises(ValueError, match=r"has 2 epochs done, but this run has only 1"):
+        run_finetune(job(backbone, out, epochs=1, resume=True), log=lambda *a: None)

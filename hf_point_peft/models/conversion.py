@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_directory, write_text_atomic
+
 __all__ = [
     "ConversionReport",
     "KeyRule",
@@ -22,6 +24,7 @@ __all__ = [
     "export_official",
     "load_official_state_dict",
     "load_converted_weights",
+    "save_converted",
     "strip_prefixes",
 ]
 
@@ -224,3 +227,14 @@ def load_converted_weights(
         report.used[original] = target
     report.missing = sorted(k for k in own if k not in new_state)
     model.load_state_dict(new_state, strict=False)
+
+
+def save_converted(model, report: ConversionReport, output_dir: str | os.PathLike) -> Path:
+    """save_pretrained + a plain-text report of the key mapping next to the weights, written as one folder that
+    replaces `output_dir` atomically (an interrupted conversion leaves the previous folder intact)."""
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        write_text_atomic(folder / "conversion_report.txt", report.summary() + "\n")
+
+    return atomic_directory(output_dir, write)

@@ -7,67 +7,26 @@ dataset, labels, trainable parameter names); resuming with a different one is re
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ..atomic import atomic_directory, write_json_atomic
 
 __all__ = [
     "atomic_directory",
     "check_manifest",
+    "check_resume_epoch",
+    "clear_for_fresh_run",
     "latest_checkpoint",
     "prune_checkpoints",
+    "training_seconds",
     "write_json_atomic",
 ]
 
 _CHECKPOINT = re.compile(r"^epoch-(\d{4,})$")
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
-def atomic_directory(target: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp_dir)` then move the finished folder to `target`, replacing an existing one.
-
-    The old folder is only removed after the new one is in place; at every moment either the old or the new
-    complete folder exists under `target` (or its `.old` twin during the swap)."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.mkdir()
-        write(tmp)
-        _apply_umask(tmp)
-        if target.exists():
-            old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _apply_umask(folder: Path) -> None:
-    """Give written files the permissions the user's umask asks for: safetensors (and tempfile-based writers) create
-    files readable by their owner only, which breaks sharing an adapter folder with colleagues or a web server."""
-    mask = os.umask(0)
-    os.umask(mask)
-    for path in [folder, *folder.rglob("*")]:
-        if path.is_symlink():
-            continue
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def latest_checkpoint(folder: str | os.PathLike) -> tuple[int, Path] | None:
@@ -102,3 +61,35 @@ def check_manifest(saved: dict[str, Any], current: dict[str, Any], checkpoint: P
             diffs.append(f"{key}: checkpoint {a!r} vs this run {b!r}")
     if diffs:
         raise ValueError(f"cannot resume from {checkpoint}: it was made by a different run set-up ({'; '.join(diffs)})")
+
+
+def check_resume_epoch(epoch: int, epochs: int, checkpoint: Path) -> None:
+    """Refuse to resume from a checkpoint that is past the run's last epoch (a run of more epochs)."""
+    if epoch + 1 > epochs:
+        raise ValueError(
+            f"cannot resume: checkpoint {checkpoint} has {epoch + 1} epochs done, but this run has only {epochs}; "
+            "pass --epochs >= that, or another output directory"
+        )
+
+
+def training_seconds(history: list[dict[str, Any]]) -> float:
+    """Training + evaluation time over every epoch in `history`, including epochs run before a resume."""
+    return float(sum(r.get("seconds", 0.0) for r in history))
+
+
+def clear_for_fresh_run(folder: str | os.PathLike, overwrite: bool, remove: bool = True) -> None:
+    """A run that does not resume must not meet an earlier run's checkpoints: pruning would keep the old, higher
+    epochs and delete the new ones, and a later resume would continue the old run. Refused unless `overwrite`,
+    then the old checkpoints are deleted (by the caller that passes `remove`, the main process)."""
+    found = latest_checkpoint(folder)
+    if found is None:
+        return
+    if not overwrite:
+        raise ValueError(
+            f"{folder} already holds checkpoints of an earlier run (last: {found[1].name}, {found[0] + 1} epochs "
+            "done); pass --resume to continue it, --overwrite-output-dir to start again, or another --output-dir"
+        )
+    if remove:
+        for child in Path(folder).iterdir():
+            if _CHECKPOINT.match(child.name) and child.is_dir():
+                shutil.rmtree(child)

@@ -254,6 +254,10 @@ def measure_cost(spec: CostSpec, baseline_rss: int | None = None, inference: boo
     }
 
 
+# what a failed allocation looks like in a probe's stderr (Python, PyTorch's CPU allocator, C++)
+_ALLOCATION_ERRORS = ("MemoryError", "can't allocate memory", "DefaultCPUAllocator", "std::bad_alloc")
+
+
 class _AddressSpaceLimit:
     """`preexec_fn` capping the child's address space, so that a probe too large for a shared machine fails with
     an allocation error in itself instead of waking the system's out-of-memory killer."""
@@ -302,7 +306,7 @@ def _run_child(
         why = f"exit status {proc.returncode}"
         if proc.returncode == -9:
             why += " (SIGKILL: most likely the out-of-memory killer; try a smaller batch or a larger machine)"
-        elif max_memory_bytes:
+        elif max_memory_bytes and any(s in proc.stderr for s in _ALLOCATION_ERRORS):
             why += f" under a {max_memory_bytes / 2**30:.1f} GiB address-space cap (an allocation error: it needs more)"
         raise RuntimeError(f"cost probe for {spec.method!r} failed, {why}:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

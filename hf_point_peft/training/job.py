@@ -89,7 +89,7 @@ def run_finetune(job: FinetuneJob, log=print) -> dict[str, Any]:
         label_names=names,
         trainable_parameters=trainable,
         total_parameters=total,
-        wall_seconds=time.perf_counter() - start,
+        wall_seconds=time.perf_counter() - start,  # this invocation; `training_seconds` spans resumes
         job={k: v for k, v in dataclasses.asdict(job).items() if k != "training"},
     )
     out = Path(args.output_dir)
@@ -137,7 +137,7 @@ def save_result(model: torch.nn.Module, job: FinetuneJob, results: dict[str, Any
         size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
         results["saved_bytes"] = size
         write_model_card(folder, job=job, results=results, is_peft=is_peft)
-        (folder / "training_metrics.json").write_text(json.dumps(results, indent=2, default=str))
+        write_json_atomic(folder / "training_metrics.json", json.loads(json.dumps(results, default=str)))
 
     atomic_directory(target, write)
     return target

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,16 @@ from tqdm.auto import tqdm
 
 from ..data import PointCloudCollator, train_validation_split
 from ..models.layers import BatchNorm1d
-from .checkpoint import atomic_directory, check_manifest, latest_checkpoint, prune_checkpoints, write_json_atomic
+from .checkpoint import (
+    atomic_directory,
+    check_manifest,
+    check_resume_epoch,
+    clear_for_fresh_run,
+    latest_checkpoint,
+    prune_checkpoints,
+    training_seconds,
+    write_json_atomic,
+)
 from .evaluation import PROTOCOL, evaluate_accuracy
 
 __all__ = ["TrainingArguments", "build_optimizer", "cosine_with_warmup", "train"]
@@ -60,6 +70,7 @@ class TrainingArguments:
     vote: int = 0
     num_workers: int = 0
     resume: bool = False
+    overwrite_output_dir: bool = False  # without resume: delete an earlier run's checkpoints instead of refusing
     keep_checkpoints: int = 2
     sync_batchnorm: bool = True
     max_steps_per_epoch: int | None = None
@@ -222,19 +233,24 @@ def train(
     history: list[dict[str, Any]] = []
     start_epoch = 0
     checkpoints = out / "checkpoints"
-    if args.resume:
+    if not args.resume:
+        clear_for_fresh_run(checkpoints, args.overwrite_output_dir, remove=accelerator.is_main_process)
+        accelerator.wait_for_everyone()
+    else:
         found = latest_checkpoint(checkpoints)
         if found is None:
             accelerator.print(f"no checkpoint in {checkpoints}: starting from scratch")
         else:
             epoch, path = found
             check_manifest(json.loads((path / "manifest.json").read_text()), manifest, path)
+            check_resume_epoch(epoch, args.epochs, path)
             accelerator.load_state(str(path / "state"))
             history = json.loads((path / "history.json").read_text())
             start_epoch = epoch + 1
             accelerator.print(f"resumed from {path} (epoch {epoch + 1} of {args.epochs} done)")
 
     for epoch in range(start_epoch, args.epochs):
+        epoch_start = time.perf_counter()
         model.train()
         set_seed(args.seed * 1000 + epoch, device_specific=True)
         train_loader.set_epoch(epoch)
@@ -276,6 +292,7 @@ def train(
             "test_accuracy": test["accuracy"],
             "test_mean_class_accuracy": test["mean_class_accuracy"],
             "test_loss": test["loss"],
+            "seconds": time.perf_counter() - epoch_start,  # this epoch's training + evaluation
         }
         history.append(record)
         accelerator.print(
@@ -333,6 +350,7 @@ def summarise(history: list[dict[str, Any]], args: TrainingArguments, manifest: 
         "best_validation_accuracy": best["validation_accuracy"],
         "test_accuracy_at_best_validation_epoch": best["test_accuracy"],
         "history": history,
+        "training_seconds": training_seconds(history),
         "manifest": manifest,
         "arguments": {k: v for k, v in dataclasses.asdict(args).items() if k != "extra"},
     }

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..atomic import atomic_file  # noqa: E402
+
 __all__ = ["plot_learning_curves"]
 
 
@@ -30,7 +32,5 @@ def plot_learning_curves(history: list[dict[str, Any]], path: str | os.PathLike,
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=100)
+    atomic_file(path, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
-    os.replace(tmp, path)

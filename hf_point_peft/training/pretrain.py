@@ -22,7 +22,15 @@ from tqdm.auto import tqdm
 
 from ..data import PointCloudCollator, load_point_dataset
 from ..models import PointTransformerConfig, PointTransformerForMaskedModeling
-from .checkpoint import atomic_directory, check_manifest, latest_checkpoint, write_json_atomic
+from .checkpoint import (
+    atomic_directory,
+    check_manifest,
+    check_resume_epoch,
+    clear_for_fresh_run,
+    latest_checkpoint,
+    training_seconds,
+    write_json_atomic,
+)
 from .loop import (
     EpochShuffleSampler,
     _indexed,
@@ -54,6 +62,7 @@ class PretrainJob:
     mixed_precision: str = "no"
     seed: int = 0
     resume: bool = False
+    overwrite_output_dir: bool = False  # without resume: delete an earlier run's checkpoints instead of refusing
     keep_checkpoints: int = 2
     cpu: bool = False
     progress: bool = True
@@ -96,9 +105,13 @@ def run_pretrain(job: PretrainJob, log=print) -> dict[str, Any]:
     }
     history: list[dict[str, Any]] = []
     first = 0
-    if job.resume and (found := latest_checkpoint(out / "checkpoints")) is not None:
+    if not job.resume:
+        clear_for_fresh_run(out / "checkpoints", job.overwrite_output_dir, remove=accelerator.is_main_process)
+        accelerator.wait_for_everyone()
+    elif (found := latest_checkpoint(out / "checkpoints")) is not None:
         epoch, path = found
         check_manifest(json.loads((path / "manifest.json").read_text()), manifest, path)
+        check_resume_epoch(epoch, job.epochs, path)
         accelerator.load_state(str(path / "state"))
         history = json.loads((path / "history.json").read_text())
         first = epoch + 1
@@ -107,6 +120,7 @@ def run_pretrain(job: PretrainJob, log=print) -> dict[str, Any]:
         f"{len(data['train'])} training clouds, {job.epochs} epochs"
     )
     for epoch in range(first, job.epochs):
+        epoch_start = time.perf_counter()
         model.train()
         set_seed(job.seed * 1000 + epoch, device_specific=True)
         loader.set_epoch(epoch)
@@ -129,14 +143,20 @@ def run_pretrain(job: PretrainJob, log=print) -> dict[str, Any]:
             total += accelerator.gather(loss.detach().float().reshape(1)).mean().item() * len(batch["points"])
             seen += len(batch["points"])
         history.append(
-            {"epoch": epoch + 1, "train_loss": total / max(1, seen), "learning_rate": scheduler.get_last_lr()[0]}
+            {
+                "epoch": epoch + 1,
+                "train_loss": total / max(1, seen),
+                "learning_rate": scheduler.get_last_lr()[0],
+                "seconds": time.perf_counter() - epoch_start,
+            }
         )
         log(f"epoch {epoch + 1}/{job.epochs}: Chamfer-L2 {history[-1]['train_loss']:.5f}")
         _save_checkpoint(accelerator, out / "checkpoints", epoch, manifest, history, job.keep_checkpoints)
     results = {
         "history": history,
         "final_loss": history[-1]["train_loss"],
-        "wall_seconds": time.perf_counter() - start,
+        "wall_seconds": time.perf_counter() - start,  # this invocation
+        "training_seconds": training_seconds(history),  # every epoch, across resumes
         "job": asdict(job),
         "parameters": sum(p.numel() for p in model.parameters()),
         "training_clouds": len(data["train"]),
@@ -147,6 +167,7 @@ def run_pretrain(job: PretrainJob, log=print) -> dict[str, Any]:
         encoder = accelerator.unwrap_model(model).point_transformer
         results["encoder_parameters"] = sum(p.numel() for p in encoder.parameters())
         device = f"{accelerator.num_processes} x {accelerator.device.type}, {torch.get_num_threads()} threads"
+        results["device"] = device
 
         def write(folder: Path) -> None:
             encoder.save_pretrained(folder)

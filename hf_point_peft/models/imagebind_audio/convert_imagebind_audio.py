@@ -30,7 +30,6 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 
@@ -41,6 +40,7 @@ from ..conversion import (
     export_official,
     load_converted_weights,
     load_official_state_dict,
+    save_converted,
     strip_prefixes,
 )
 from .configuration_imagebind_audio import ImageBindAudioConfig
@@ -187,9 +187,7 @@ def convert_imagebind_audio_checkpoint(
     _merge_pseudo_keys(report)
     model.eval()
     if output_dir is not None:
-        out = Path(output_dir)
-        model.save_pretrained(out)
-        (out / "conversion_report.txt").write_text(report.summary() + "\n")
+        save_converted(model, report, output_dir)
     return model, report
 
 

@@ -19,9 +19,9 @@ from ..conversion import (
     export_official,
     load_converted_weights,
     load_official_state_dict,
+    save_converted,
     strip_prefixes,
 )
-from ..point_transformer.convert_point_transformer import save_converted
 from .configuration_point_gpt import PointGPTConfig
 from .modeling_point_gpt import PointGPTForClassification
 

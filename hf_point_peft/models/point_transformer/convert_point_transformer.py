@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 
@@ -20,6 +19,7 @@ from ..conversion import (
     export_official,
     load_converted_weights,
     load_official_state_dict,
+    save_converted,
     strip_prefixes,
 )
 from .configuration_point_transformer import PointTransformerConfig
@@ -211,13 +211,6 @@ def convert_point_transformer_checkpoint(
     if output_dir is not None:
         save_converted(model, report, output_dir)
     return model, report
-
-
-def save_converted(model, report: ConversionReport, output_dir: str | os.PathLike) -> None:
-    """save_pretrained + a plain-text report of the key mapping next to the weights."""
-    out = Path(output_dir)
-    model.save_pretrained(out)
-    (out / "conversion_report.txt").write_text(report.summary() + "\n")
 
 
 def export_point_transformer_state_dict(

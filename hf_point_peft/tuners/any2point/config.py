@@ -179,14 +179,16 @@ class Any2PointConfig(CheckedAdapterLoading, PeftConfig):
             raise ValueError(
                 f"dropouts must be in [0, 1): adapter_dropout={self.adapter_dropout!r}, head_dropout={self.head_dropout!r}"
             )
-        groups = [int(v) for v in self.tokenizer_groups]
-        if len(groups) != 3 or any(g <= 0 for g in groups) or groups != sorted(groups, reverse=True):
+        groups = list(self.tokenizer_groups)
+        integers = all(isinstance(g, int) and not isinstance(g, bool) for g in groups)
+        if not integers or len(groups) != 3 or any(g <= 0 for g in groups) or groups != sorted(groups, reverse=True):
             raise ValueError(
                 f"Any2PointConfig.tokenizer_groups must be 3 positive, non-increasing centre counts, got "
                 f"{self.tokenizer_groups!r}"
             )
         self.tokenizer_groups = groups
-        if not isinstance(self.tokenizer_width, int) or self.tokenizer_width % 24 or self.tokenizer_width < 96:
+        width = self.tokenizer_width
+        if not isinstance(width, int) or isinstance(width, bool) or width % 24 or self.tokenizer_width < 96:
             raise ValueError(
                 f"Any2PointConfig.tokenizer_width must be a multiple of 24 (stage widths W/4, W/2, W in 6 sin/cos "
                 f"blocks) and at least 96, got {self.tokenizer_width!r}"

@@ -107,8 +107,12 @@ class LocalAttention(nn.Module):
         self.out = nn.Linear(dim, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, _ = x.shape
-        q, k, v = self.qkv(x).reshape(batch, tokens, 3, self.heads, self.dim // self.heads).permute(2, 0, 3, 1, 4)
+        return self.attend(self.qkv(x))
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """The attention from already projected [..., tokens, 3a] query / key / value rows."""
+        batch, tokens, _ = qkv.shape
+        q, k, v = qkv.reshape(batch, tokens, 3, self.heads, self.dim // self.heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v, scale=self.dim**-0.5)
         return self.out(out.transpose(1, 2).reshape(batch, tokens, self.dim))
 
@@ -353,15 +357,7 @@ class PointPromptBlock(nn.Module, PointPromptLayer):
         rows = patches if prompts is None else torch.cat([prompts, patches], dim=1)
         batch, _, width = rows.shape
         a = graph.neighbours.shape[1]
-        if torch.is_grad_enabled() and self.training:
-            # the neighbourhood tensors ([B*A, k, C], several per block) are most of what this adapter would keep for
-            # backward; recomputing them there costs a small forward and keeps the memory below full fine-tuning's.
-            # The BatchNorm after the pooling stays outside, so its running statistics are updated once.
-            pooled = torch.utils.checkpoint.checkpoint(
-                self._local_pool, name, rows, graph.neighbours, use_reentrant=False
-            )
-        else:
-            pooled = self._local_pool(name, rows, graph.neighbours)
+        pooled = self._local_pool(name, rows, graph.neighbours)
         value = F.gelu(self.point_prompt_ga_norm[name](pooled)).reshape(batch, a, width)
         value = value + config.center_coef * gather_points(rows, graph.anchors)
         with torch.autocast(device_type=rows.device.type, enabled=False):
@@ -369,13 +365,19 @@ class PointPromptBlock(nn.Module, PointPromptLayer):
         return patches + config.propagate_coef * update.to(patches.dtype)
 
     def _local_pool(self, name: str, rows: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
-        """Max over each neighbourhood of rows + DropPath(LocalAttention(LN3(rows))): [B*A, C]."""
+        """Max over each neighbourhood of rows + DropPath(LocalAttention(LN3(rows))): [B*A, C].
+
+        LN3 and the qkv projection act row by row, so they run on the [B, T, C] rows before the gather: the same
+        values as on the [B*A, k, C] neighbourhoods for T / (A*k) of the work, and nothing of width C per neighbour
+        is kept for backward. The max is `max(dim).values`, whose backward needs only the argmax indices (`amax`
+        keeps its [B*A, k, C] input); they differ only on exact ties, which a sum of float features does not have."""
         shared = self.shared.geometry[name]
         batch, a, k = neighbours.shape
-        neighbourhoods = gather_points(rows, neighbours).reshape(batch * a, k, rows.shape[-1])
+        qkv = gather_points(shared.attn.qkv(shared.norm(rows)), neighbours)  # [B, A, k, 3a]
+        attended = shared.attn.attend(qkv.reshape(batch * a, k, qkv.shape[-1]))
         drop_path = getattr(self.base_layer, "drop_path", nn.Identity())
-        neighbourhoods = neighbourhoods + drop_path(shared.attn(shared.norm(neighbourhoods)))
-        return neighbourhoods.amax(dim=1)
+        neighbourhoods = gather_points(rows, neighbours).reshape(batch * a, k, rows.shape[-1])
+        return (neighbourhoods + drop_path(attended)).max(dim=1).values
 
     def merge(self, *args, **kwargs) -> None:
         raise ValueError("Point-PEFT adapters depend on the input and cannot be merged; use unload()")

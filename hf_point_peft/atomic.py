@@ -1,0 +1,72 @@
+"""Atomic writes: a file or a whole folder is written beside its target and moved into place with `os.replace`, so
+a process killed mid-write leaves the previous version intact. No dependency beyond the standard library, so that
+every layer (models, training, hub) can use it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_directory", "atomic_file", "write_json_atomic", "write_text_atomic"]
+
+
+def atomic_file(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp_path)` (a sibling of `path` with the same suffix), then move it onto `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    return atomic_file(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_directory(target: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp_dir)` then move the finished folder to `target`, replacing an existing one.
+
+    The old folder is only removed after the new one is in place; at every moment either the old or the new
+    complete folder exists under `target` (or its `.old` twin during the swap)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.mkdir()
+        write(tmp)
+        _apply_umask(tmp)
+        if target.exists():
+            old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _apply_umask(folder: Path) -> None:
+    """Give written files the permissions the user's umask asks for: safetensors (and tempfile-based writers) create
+    files readable by their owner only, which breaks sharing an adapter folder with colleagues or a web server."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
