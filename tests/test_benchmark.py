@@ -57,7 +57,9 @@ def test_benchmark_writes_table_json_plot_and_resumes(backbone, tmp_path):
     text = (out / "BENCHMARK.md").read_text()
     assert "point-peft benchmark (test)" in text and "| PointGST |" in text and "final-epoch, single-view" in text
     assert (out / "accuracy_vs_parameters.png").stat().st_size > 1000
-    assert {t["target"] for t in summary["targets"]} >= {"PointGST trains <= 3% of the parameters (of full fine-tuning's count)"}
+    assert {t["target"] for t in summary["targets"]} >= {
+        "PointGST trains <= 3% of the parameters (of full fine-tuning's count)"
+    }
     # resume: every method finished, so nothing is trained or measured again and the figures are the same
     again = run_benchmark(options(backbone, out, resume=True), log=lambda *a: None)
     assert [r["step_seconds"] for r in again["rows"]] == [r["step_seconds"] for r in summary["rows"]]

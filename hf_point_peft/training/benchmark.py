@@ -254,7 +254,9 @@ def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
         add("PointGST accuracy >= full fine-tuning - 0.5 points", f"{diff:+.2f} points", diff >= -0.5)
         share = gst["trainable_parameters"] / full["trainable_parameters"]
         add(
-            "PointGST trains <= 3% of the parameters (of full fine-tuning's count)", f"{100 * share:.2f}%", share <= 0.03
+            "PointGST trains <= 3% of the parameters (of full fine-tuning's count)",
+            f"{100 * share:.2f}%",
+            share <= 0.03,
         )
         add("PointGST step time <= 0.85x full", f"{gst['step_time_ratio']:.2f}x", gst["step_time_ratio"] <= 0.85)
         add("PointGST peak memory <= 0.6x full", f"{gst['peak_memory_ratio']:.2f}x", gst["peak_memory_ratio"] <= 0.6)

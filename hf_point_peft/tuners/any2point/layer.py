@@ -42,6 +42,8 @@ class Any2PointContext:
         self.adapter: str | None = None
         self.cells: torch.Tensor | None = None
         self.num_cells = 0
+        self.cell_rows: list[torch.Tensor] = []  # per view: each token's row among the occupied cells [B * G]
+        self.num_occupied: list[int] = []
         self.voxels: torch.Tensor | None = None
         self.num_voxels = 0
         self.masks: list[torch.Tensor] = []
@@ -52,6 +54,8 @@ class Any2PointContext:
             "adapter": None,
             "cells": None,
             "num_cells": 0,
+            "cell_rows": [],
+            "num_occupied": [],
             "voxels": None,
             "num_voxels": 0,
             "masks": [],
@@ -253,23 +257,19 @@ class Any2PointLayerWrapper(nn.Module, Any2PointLayer):
         flat = t.reshape(batch * groups, width)
         voxels = ctx.voxels.reshape(-1)
         pooled3 = segment_max(flat, voxels, ctx.num_voxels) + segment_mean(flat, voxels, ctx.num_voxels)
-        occupied_voxels = torch.unique(voxels)
-        f3_rows = F.gelu(norms.voxel(pooled3[occupied_voxels]))
-        f3 = flat.new_zeros(ctx.num_voxels, width).index_copy(0, occupied_voxels, f3_rows)[voxels]
+        f3 = F.gelu(norms.voxel(pooled3)).to(flat.dtype)[voxels]  # voxel ids are compact: all occupied
         views = []
         total = batch * ctx.num_cells if config.bn_over_empty_cells else None
         for v in range(config.num_views):
             attn, ln = shared.local_attn[name][v], shared.view_norm[name][v]
             tv = t + attn(ln(t), ctx.masks[v])
-            cells = ctx.cells[v].reshape(-1)
+            cells, occupied = ctx.cell_rows[v], ctx.num_occupied[v]
             tv_flat = tv.reshape(batch * groups, width)
-            pooled = segment_mean(tv_flat, cells, batch * ctx.num_cells)
+            pooled = segment_mean(tv_flat, cells, occupied)  # [occupied cells (sorted by global id), W]
             if config.pooling == "max_mean":
-                pooled = pooled + segment_max(tv_flat, cells, batch * ctx.num_cells)
-            occupied = torch.unique(cells)
-            rows = F.gelu(norms.views[v].forward_cells(pooled[occupied], total))
-            fv = flat.new_zeros(batch * ctx.num_cells, width).index_copy(0, occupied, rows.to(flat.dtype))[cells]
-            views.append(fv)
+                pooled = pooled + segment_max(tv_flat, cells, occupied)
+            rows = F.gelu(norms.views[v].forward_cells(pooled, total))
+            views.append(rows.to(flat.dtype)[cells])
         views = torch.stack(views)
         w = guidance_weights(views, f3)
         guided = (w.unsqueeze(-1) * views).sum(0).reshape(batch, groups, width)

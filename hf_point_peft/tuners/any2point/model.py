@@ -275,6 +275,11 @@ class Any2PointModel(InputDependentTuner):
         ctx.adapter = name
         ctx.num_cells = views.num_cells
         ctx.cells = views.cells + offsets * views.num_cells
+        # occupied cells compacted once per forward for every layer: pooling over [B * num_cells] rows would build
+        # (and back-propagate through) tensors that are almost all empty cells
+        compact = [torch.unique(c.reshape(-1), return_inverse=True) for c in ctx.cells]
+        ctx.cell_rows = [inverse for _, inverse in compact]
+        ctx.num_occupied = [int(occupied.shape[0]) for occupied, _ in compact]
         ctx.masks = [(c.unsqueeze(-1) == c.unsqueeze(-2)) for c in views.cells]
         with torch.no_grad():
             rel = centres.float() - centres.float().amin(dim=1, keepdim=True)

@@ -56,7 +56,8 @@ class _Stage(nn.Module):
         x = torch.cat([neighbours, centre_feats], dim=-1) + positional_sincos(delta, self.dim)
         groups, size = x.shape[1], x.shape[2]
         x = self.blocks(x.reshape(batch, groups * size, self.dim).transpose(1, 2))
-        return centres, x.reshape(batch, self.dim, groups, size).amax(dim=-1).transpose(1, 2)
+        # max(dim).values: its backward scatters through the argmax indices; amax's compares the whole input
+        return centres, x.reshape(batch, self.dim, groups, size).max(dim=-1).values.transpose(1, 2)
 
 
 class PointPNTokenizer(nn.Module):
