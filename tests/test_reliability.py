@@ -491,6 +491,25 @@ def test_targets_matching_no_block_raise_and_leave_the_base_untouched(config):
     assert_unchanged(base, before, POINTS, output)
 
 
+def test_add_adapter_matching_no_block_leaves_no_trace():
+    """peft rolls back only the refused adapter's config; its BatchNorm-statistics entries must go too."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    model = get_peft_model(tiny_base(seed=1), PointGSTConfig(**GST)).eval()
+    with torch.no_grad():
+        reference = model(points=POINTS).logits.clone()
+    with pytest.raises(ValueError, match=r"matched no transformer block"):
+        model.add_adapter("other", PointGSTConfig(**GST, target_modules=["nothing"]))
+    assert "other" not in model.peft_config
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            for attr in (*module.adapter_layer_names, *module.other_param_names):
+                assert "other" not in getattr(module, attr, {}), (type(module).__name__, attr)
+    assert not any(".other." in key or key.endswith(".other") for key in model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(model(points=POINTS).logits, reference)
+
+
 def test_bad_block_norm_after_the_hook_is_installed_leaves_the_base_untouched():
     base, before, output = base_with_reference(lambda: tiny_base(seed=1), POINTS)
     with pytest.raises(ValueError, match="has no submodule 'ln_missing'"):

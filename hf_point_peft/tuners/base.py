@@ -12,7 +12,8 @@ import itertools
 import re
 from contextlib import contextmanager
 
-from peft.tuners.tuners_utils import BaseTuner, _ExcludedModule, check_target_module_exists
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, _ExcludedModule, check_target_module_exists
+from peft.utils.other import AuxiliaryTrainingWrapper
 from torch import nn
 
 from .backbones import find_module, get_backbone, model_width
@@ -226,6 +227,17 @@ class PointTuner(InputDependentTuner):
         )
         if not wrapped:
             config = self.peft_config[adapter_name]
+            # leave no trace of the refused adapter (peft rolls back only its config): an `add_adapter` on a model
+            # with other adapters would otherwise keep its entries in the tokenizer's BatchNorm wrappers
+            remaining = [name for name in self.active_adapters if name != adapter_name]
+            for module in model.modules():
+                if isinstance(module, BaseTunerLayer) and any(
+                    adapter_name in getattr(module, attr, {})
+                    for attr in (*module.adapter_layer_names, *module.other_param_names)
+                ):
+                    module.delete_adapter(adapter_name)
+                elif isinstance(module, AuxiliaryTrainingWrapper):  # modules_to_save copies (head, cls token)
+                    module.delete_adapter(adapter_name, new_active_adapters=remaining or None)
             raise ValueError(
                 f"{self.method_name}: target_modules={config.target_modules!r} (layers_to_transform="
                 f"{config.layers_to_transform!r}) matched no transformer block of {type(model).__name__}; name the "
