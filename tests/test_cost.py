@@ -33,11 +33,11 @@ def test_cost_probe_reports_every_figure():
     assert full["inference_seconds"] > 0
 
 
-def test_cpu_times_never_come_from_a_fixed_mmap_threshold(monkeypatch):
-    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")  # the user's own setting is kept for memory only
-    spec = CostSpec(
+def tiny_full_spec(batch: int) -> CostSpec:
+    """Full fine-tuning of the tiny model, one warm-up and one timed step: the subprocess probes' spec."""
+    return CostSpec(
         method="full",
-        batch=4,
+        batch=batch,
         num_points=128,
         num_groups=16,
         steps=1,
@@ -45,6 +45,11 @@ def test_cpu_times_never_come_from_a_fixed_mmap_threshold(monkeypatch):
         inference_repeats=1,
         model_config=TINY_MODEL,
     )
+
+
+def test_cpu_times_never_come_from_a_fixed_mmap_threshold(monkeypatch):
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")  # the user's own setting is kept for memory only
+    spec = tiny_full_spec(batch=4)
     result = measure_in_subprocess(spec)
     assert result["timing_allocator"] == "MALLOC_MMAP_THRESHOLD_=default"
     assert result["memory_allocator"] == "MALLOC_MMAP_THRESHOLD_=131072"
@@ -90,16 +95,7 @@ def test_cost_probe_any2point_against_full_pipeline():
 def test_cpu_peak_memory_is_the_probes_own_not_its_parents():
     """A probe started by a big process (the benchmark, after training) reports its own peak: Linux carries a parent's
     resident size into a child's ru_maxrss, so the probe must read (and reset) VmHWM instead."""
-    spec = CostSpec(
-        method="full",
-        batch=8,
-        num_points=128,
-        num_groups=16,
-        steps=1,
-        warmup=1,
-        inference_repeats=1,
-        model_config=TINY_MODEL,
-    )
+    spec = tiny_full_spec(batch=8)
     alone = measure_in_subprocess(spec)
     ballast = bytearray(1 << 30)  # 1 GiB resident in the parent
     for i in range(0, len(ballast), 4096):

@@ -7,6 +7,7 @@ dataset, labels, trainable parameter names); resuming with a different one is re
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ __all__ = [
     "clear_for_fresh_run",
     "latest_checkpoint",
     "prune_checkpoints",
+    "start_or_resume",
     "training_seconds",
     "write_json_atomic",
 ]
@@ -29,24 +31,48 @@ __all__ = [
 _CHECKPOINT = re.compile(r"^epoch-(\d{4,})$")
 
 
-def latest_checkpoint(folder: str | os.PathLike) -> tuple[int, Path] | None:
-    """The highest complete `epoch-NNNN` checkpoint in `folder` (temporary folders are ignored)."""
+def _checkpoint_folders(folder: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Every `epoch-NNNN` folder in `folder` (complete or not) with its epoch, in epoch order."""
     folder = Path(folder)
     if not folder.is_dir():
-        return None
-    found = []
-    for child in folder.iterdir():
-        match = _CHECKPOINT.match(child.name)
-        if match and child.is_dir() and (child / "manifest.json").is_file():
-            found.append((int(match.group(1)), child))
-    return max(found) if found else None
+        return []
+    return sorted((int(m.group(1)), c) for c in folder.iterdir() if (m := _CHECKPOINT.match(c.name)) and c.is_dir())
+
+
+def latest_checkpoint(folder: str | os.PathLike) -> tuple[int, Path] | None:
+    """The highest complete `epoch-NNNN` checkpoint in `folder` (temporary folders are ignored)."""
+    found = [(epoch, path) for epoch, path in _checkpoint_folders(folder) if (path / "manifest.json").is_file()]
+    return found[-1] if found else None
 
 
 def prune_checkpoints(folder: str | os.PathLike, keep: int) -> None:
-    folder = Path(folder)
-    found = sorted((int(m.group(1)), c) for c in folder.iterdir() if (m := _CHECKPOINT.match(c.name)) and c.is_dir())
+    found = _checkpoint_folders(folder)
     for _, path in found[:-keep] if keep > 0 else []:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def start_or_resume(
+    accelerator, folder: Path, manifest: dict[str, Any], epochs: int, resume: bool, overwrite: bool, log=None
+) -> tuple[list[dict[str, Any]], int]:
+    """(history, first epoch to run): a fresh start (after `clear_for_fresh_run`), or the state, history and epoch
+    of the latest checkpoint in `folder`, checked against this run's manifest and epoch count."""
+    if not resume:
+        clear_for_fresh_run(folder, overwrite, remove=accelerator.is_main_process)
+        accelerator.wait_for_everyone()
+        return [], 0
+    found = latest_checkpoint(folder)
+    if found is None:
+        if log is not None:
+            log(f"no checkpoint in {folder}: starting from scratch")
+        return [], 0
+    epoch, path = found
+    check_manifest(json.loads((path / "manifest.json").read_text()), manifest, path)
+    check_resume_epoch(epoch, epochs, path)
+    accelerator.load_state(str(path / "state"))
+    history = json.loads((path / "history.json").read_text())
+    if log is not None:
+        log(f"resumed from {path} (epoch {epoch + 1} of {epochs} done)")
+    return history, epoch + 1
 
 
 def check_manifest(saved: dict[str, Any], current: dict[str, Any], checkpoint: Path) -> None:
@@ -90,6 +116,5 @@ def clear_for_fresh_run(folder: str | os.PathLike, overwrite: bool, remove: bool
             "done); pass --resume to continue it, --overwrite-output-dir to start again, or another --output-dir"
         )
     if remove:
-        for child in Path(folder).iterdir():
-            if _CHECKPOINT.match(child.name) and child.is_dir():
-                shutil.rmtree(child)
+        for _, path in _checkpoint_folders(folder):
+            shutil.rmtree(path)

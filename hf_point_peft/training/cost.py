@@ -233,6 +233,7 @@ def measure_cost(spec: CostSpec, baseline_rss: int | None = None, inference: boo
     trainable = sum(p.numel() for p in params)
     with_grad = sum(p.numel() for p in params if p.grad is not None)  # the last step's gradients
     step = statistics.median(step_times)
+    allocator = f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'default')}"
     return {
         "spec": asdict(spec),
         "trainable_parameters": trainable,
@@ -246,9 +247,9 @@ def measure_cost(spec: CostSpec, baseline_rss: int | None = None, inference: boo
         "peak_memory_exact": exact,
         "peak_memory_kind": "cuda max_memory_allocated"
         if device.type == "cuda"
-        else f"peak RSS minus (RSS with the base model built, minus its weights), MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'default')}",
+        else f"peak RSS minus (RSS with the base model built, minus its weights), {allocator}",
         "inference_seconds": statistics.median(inference_times) if inference_times else None,
-        "allocator": f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'default')}",
+        "allocator": allocator,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
     }

@@ -13,7 +13,6 @@ synchronised across processes).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -33,11 +32,8 @@ from ..data import PointCloudCollator, train_validation_split
 from ..models.layers import BatchNorm1d
 from .checkpoint import (
     atomic_directory,
-    check_manifest,
-    check_resume_epoch,
-    clear_for_fresh_run,
-    latest_checkpoint,
     prune_checkpoints,
+    start_or_resume,
     training_seconds,
     write_json_atomic,
 )
@@ -230,24 +226,10 @@ def train(
         model, optimizer, train_loader, eval_loaders["validation"], eval_loaders["test"], scheduler
     )
     params = [p for p in model.parameters() if p.requires_grad]
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
     checkpoints = out / "checkpoints"
-    if not args.resume:
-        clear_for_fresh_run(checkpoints, args.overwrite_output_dir, remove=accelerator.is_main_process)
-        accelerator.wait_for_everyone()
-    else:
-        found = latest_checkpoint(checkpoints)
-        if found is None:
-            accelerator.print(f"no checkpoint in {checkpoints}: starting from scratch")
-        else:
-            epoch, path = found
-            check_manifest(json.loads((path / "manifest.json").read_text()), manifest, path)
-            check_resume_epoch(epoch, args.epochs, path)
-            accelerator.load_state(str(path / "state"))
-            history = json.loads((path / "history.json").read_text())
-            start_epoch = epoch + 1
-            accelerator.print(f"resumed from {path} (epoch {epoch + 1} of {args.epochs} done)")
+    history, start_epoch = start_or_resume(
+        accelerator, checkpoints, manifest, args.epochs, args.resume, args.overwrite_output_dir, accelerator.print
+    )
 
     for epoch in range(start_epoch, args.epochs):
         epoch_start = time.perf_counter()

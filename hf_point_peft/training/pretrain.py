@@ -8,7 +8,6 @@ read; labels are ignored. The encoder (a `PointTransformerModel`) is saved on it
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,10 +23,7 @@ from ..data import PointCloudCollator, load_point_dataset
 from ..models import PointTransformerConfig, PointTransformerForMaskedModeling
 from .checkpoint import (
     atomic_directory,
-    check_manifest,
-    check_resume_epoch,
-    clear_for_fresh_run,
-    latest_checkpoint,
+    start_or_resume,
     training_seconds,
     write_json_atomic,
 )
@@ -103,18 +99,9 @@ def run_pretrain(job: PretrainJob, log=print) -> dict[str, Any]:
         "num_labels": None,
         "trainable_parameter_names": sorted(n for n, p in model.named_parameters() if p.requires_grad),
     }
-    history: list[dict[str, Any]] = []
-    first = 0
-    if not job.resume:
-        clear_for_fresh_run(out / "checkpoints", job.overwrite_output_dir, remove=accelerator.is_main_process)
-        accelerator.wait_for_everyone()
-    elif (found := latest_checkpoint(out / "checkpoints")) is not None:
-        epoch, path = found
-        check_manifest(json.loads((path / "manifest.json").read_text()), manifest, path)
-        check_resume_epoch(epoch, job.epochs, path)
-        accelerator.load_state(str(path / "state"))
-        history = json.loads((path / "history.json").read_text())
-        first = epoch + 1
+    history, first = start_or_resume(
+        accelerator, out / "checkpoints", manifest, job.epochs, job.resume, job.overwrite_output_dir
+    )
     log(
         f"masked modeling: {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"{len(data['train'])} training clouds, {job.epochs} epochs"
