@@ -35,11 +35,16 @@ def _add_convert(sub) -> None:
         help="model to build: a classifier (default) or, for Point-MAE-style pre-training checkpoints, the "
         "masked-modeling model with its decoder",
     )
-    p.add_argument("--num-labels", type=int, help="classes of a new head (default: taken from a fine-tuned head)")
-    p.add_argument("--num-groups", type=int, help="patch tokens G (64 for 1024 points, 128 for 2048); default 64")
-    p.add_argument("--group-size", type=int, help="points per patch (default 32, or read from the checkpoint)")
-    p.add_argument("--num-points", type=int, help="points per cloud the model is built for (default 1024 / 16*G)")
-    p.add_argument("--num-heads", type=int, help="attention heads (default from the width: 384->6, 768->12, 1024->16)")
+    p.add_argument(
+        "--official-config",
+        metavar="YAML",
+        help="the official yaml of the run (cfgs/...yaml): sets groups, group size, points, heads, depth, classes",
+    )
+    p.add_argument("--num-labels", type=int, help="classes of a new head (read from a fine-tuned head)")
+    p.add_argument("--num-groups", type=int, help="patch tokens G (64 for 1024 points, 128 for 2048); no tensor holds it")
+    p.add_argument("--group-size", type=int, help="points per patch (read from a pre-training decoder, else required)")
+    p.add_argument("--num-points", type=int, help="points per cloud the model is built for (no tensor holds it)")
+    p.add_argument("--num-heads", type=int, help="attention heads (read for the released widths 384/768/1024)")
     p.add_argument(
         "--no-generator",
         action="store_true",
@@ -67,6 +72,8 @@ def _run_convert(args: argparse.Namespace) -> int:
         }.items()
         if value is not None
     }
+    if args.official_config:
+        overrides["official_config"] = args.official_config
     if args.exact_fps == "off":
         overrides["fps_skip_sq_norm"] = None
     if args.source == "pointgpt":

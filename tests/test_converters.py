@@ -48,7 +48,8 @@ def test_finetuned_checkpoint_computes_like_official(source):
     official = OfficialPointMAE(depth=2, cls_dim=5, **{"num_group": 16, "group_size": 8})
     randomise_batchnorm(official)
     official.eval()
-    model, report = convert_point_transformer_checkpoint(official_checkpoint(official), source, **SMALL)
+    extra = {"num_labels": 5} if source == "recon" else {}  # ReCon's head is dropped: a new head needs its classes
+    model, report = convert_point_transformer_checkpoint(official_checkpoint(official), source, **SMALL, **extra)
     assert isinstance(model, PointTransformerForClassification)
     if source == "recon":  # ReCon's head reads 4 tokens: dropped with a reason, then freshly initialised
         assert all(k.startswith("module.cls_head_finetune") for k in report.dropped)

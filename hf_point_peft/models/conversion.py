@@ -21,9 +21,17 @@ __all__ = [
     "ConversionReport",
     "KeyRule",
     "apply_rules",
+    "BACKBONE_SIZES",
+    "RELEASED_HEADS",
+    "detect_method_checkpoint",
+    "head_conventions",
+    "official_sizes",
     "export_official",
     "load_official_state_dict",
     "load_converted_weights",
+    "read_official_config",
+    "refuse_method_checkpoint",
+    "resolve_sizes",
     "save_converted",
     "strip_prefixes",
 ]
@@ -91,12 +99,14 @@ class ConversionReport:
     dropped: dict[str, str] = field(default_factory=dict)  # official key -> reason
     unrecognised: list[str] = field(default_factory=list)  # official keys no rule knows
     missing: list[str] = field(default_factory=list)  # our keys the checkpoint did not provide (fresh init)
+    notes: list[str] = field(default_factory=list)  # where each size / setting came from, and other facts
 
     def summary(self) -> str:
         lines = [
             f"converted a {self.source} checkpoint: {len(self.used)} tensors used, {len(self.dropped)} dropped, "
             f"{len(self.unrecognised)} unrecognised, {len(self.missing)} model tensors freshly initialised"
         ]
+        lines += [f"  note: {note}" for note in self.notes]
         reasons: dict[str, list[str]] = {}
         for key, reason in self.dropped.items():
             reasons.setdefault(reason, []).append(key)
@@ -238,3 +248,199 @@ def save_converted(model, report: ConversionReport, output_dir: str | os.PathLik
         write_text_atomic(folder / "conversion_report.txt", report.summary() + "\n")
 
     return atomic_directory(output_dir, write)
+
+
+# ---------------------------------------------------------------------------------------------------------- sizes
+# official yaml field (path of nested keys) -> our name; the first path found wins. The yamls of Point-MAE /
+# PointGST / Point-PEFT (`model: {trans_dim, ...}`, pre-training `model.transformer_config`), and of Any2Point
+# (ScanObjectNN: `model.encoder_args` / `model.cls_args`; ModelNet40: Point-MAE style) all map here.
+_OFFICIAL_FIELDS: list[tuple[tuple[str, ...], str]] = [
+    (("model", "NAME"), "model_name"),
+    (("model", "trans_dim"), "hidden_size"),
+    (("model", "transformer_config", "trans_dim"), "hidden_size"),
+    (("model", "encoder_args", "embed_dim"), "hidden_size"),
+    (("model", "depth"), "num_hidden_layers"),
+    (("model", "transformer_config", "depth"), "num_hidden_layers"),
+    (("model", "encoder_args", "depth"), "num_hidden_layers"),
+    (("model", "num_heads"), "num_attention_heads"),
+    (("model", "transformer_config", "num_heads"), "num_attention_heads"),
+    (("model", "encoder_args", "num_heads"), "num_attention_heads"),
+    (("model", "group_size"), "group_size"),
+    (("model", "num_group"), "num_groups"),
+    (("model", "cls_dim"), "num_labels"),
+    (("model", "cls_args", "num_classes"), "num_labels"),
+    (("model", "encoder_dims"), "encoder_dims"),
+    (("model", "transformer_config", "encoder_dims"), "encoder_dims"),
+    (("npoints",), "num_points"),
+    (("num_points",), "num_points"),
+    (("model", "drop_path_rate"), "drop_path_rate"),
+    (("model", "transformer_config", "drop_path_rate"), "drop_path_rate"),
+    (("model", "encoder_args", "drop_path_rate"), "drop_path_rate"),
+    (("model", "rank"), "rank"),
+    (("model", "local"), "local_size"),
+    (("model", "adapter_config", "adapter_dim"), "adapter_dim"),
+    (("model", "adapter_dim"), "adapter_dim"),
+    (("model", "encoder_args", "adapter_args", "adapter_dim"), "adapter_dim"),
+    (("model", "patchknn"), "knn_k"),
+    (("model", "encoder_args", "patchknn"), "knn_k"),
+    (("model", "attn1d_dim"), "local_attn_dim"),
+    (("model", "attn2d_dim"), "local_attn_dim"),
+    (("model", "encoder_args", "attn1d_dim"), "local_attn_dim"),
+    (("model", "encoder_args", "attn2d_dim"), "local_attn_dim"),
+    (("model", "encoder_args", "num_view"), "num_views"),
+    (("model", "encoder_args", "global_feat"), "global_feat"),
+    (("model", "encoder_args", "norm_args", "eps"), "final_norm_eps"),
+    (("model", "cls_args", "mlps"), "head_hidden"),
+]
+
+
+def _number(value):
+    """PyYAML reads `1e-6` (no dot) as a string; the official yamls mean numbers."""
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def read_official_config(path: str | os.PathLike) -> dict:
+    """The sizes an official yaml (`cfgs/...yaml` of Point-MAE, PointGST, Point-PEFT or Any2Point) sets, under our
+    names (`hidden_size`, `num_hidden_layers`, `num_attention_heads`, `num_groups`, `group_size`, `num_points`,
+    `num_labels`, `encoder_dims`, `rank`, `local_size`, `adapter_dim`, `knn_k`, ...), plus `path`. A value of 0 for
+    the Any2Point attention width means "set on the command line" in the official scripts and is left out."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"official config not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"cannot parse the official config {path}: {err}") from err
+    if not isinstance(data, Mapping) or not isinstance(data.get("model"), Mapping):
+        raise ValueError(f"{path} has no `model:` section; pass the official fine-tuning yaml (cfgs/...yaml)")
+    found: dict = {"path": str(path)}
+    for keys, name in _OFFICIAL_FIELDS:
+        node = data
+        for key in keys:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        value = _number(node)
+        if node is None or name in found or (name == "local_attn_dim" and value == 0):
+            continue
+        found[name] = [_number(v) for v in value] if isinstance(value, list) else value
+    return found
+
+
+def resolve_sizes(
+    what: str,
+    inferred: Mapping[str, object],
+    *,
+    explicit: Mapping[str, object] | None = None,
+    official: Mapping[str, object] | None = None,
+    conventions: Mapping[str, tuple[object, str]] | None = None,
+    required: Mapping[str, str] | None = None,
+    report: ConversionReport | None = None,
+) -> dict:
+    """Sizes from, in order: the checkpoint's tensors (`inferred`), the official yaml (`official`, from
+    `read_official_config`), explicit arguments (`explicit`), and last what the official code fixes for a known case
+    (`conventions`: name -> (value, reason), e.g. the heads of a released width). A yaml value or argument that
+    contradicts the tensors raises; a `required` name (-> its CLI flag) that none of them sets raises, naming every
+    missing flag at once. Each choice is recorded in `report.notes`."""
+    explicit, official, conventions = dict(explicit or {}), dict(official or {}), dict(conventions or {})
+    values, origin = dict(inferred), dict.fromkeys(inferred, "the checkpoint's tensors")
+    source = f"the official config {official.get('path', '')}".rstrip()
+    for given, label in ((official, source), (explicit, "the arguments")):
+        for name, value in given.items():
+            if name == "path":
+                continue
+            if name in inferred and inferred[name] != value:
+                raise ValueError(
+                    f"{what}: {label} set {name}={value!r}, but the checkpoint's tensors say {name}={inferred[name]!r}; "
+                    "the checkpoint and the configuration do not belong together"
+                )
+            values[name] = value
+            origin[name] = label
+    for name, (value, reason) in conventions.items():
+        if name not in values:
+            values[name] = value
+            origin[name] = reason
+    missing = {name: flag for name, flag in (required or {}).items() if name not in values}
+    if missing:
+        flags = ", ".join(f"{flag} N" for flag in missing.values())
+        names = ", ".join(f"{name}=..." for name in missing)
+        raise ValueError(
+            f"{what}: {', '.join(missing)} cannot be read from the checkpoint's tensors and no official config sets "
+            f"{'it' if len(missing) == 1 else 'them'}. Pass {flags} (Python: {names}), or --official-config with the "
+            "official yaml of the run (cfgs/...yaml; Python: official_config=...)"
+        )
+    if report is not None:
+        for name in sorted(origin):
+            if name in (required or {}) or name in conventions:
+                report.notes.append(f"{name}={values[name]!r} from {origin[name]}")
+    return values
+
+
+# heads of the released models by width (Point-MAE / Point-BERT / ACT / ReCon: 384 -> 6; the 768- and 1024-wide
+# PointGPT-B / -L: 12, 16); any other width has no official answer and is refused without --num-heads
+RELEASED_HEADS = {384: 6, 768: 12, 1024: 16}
+# the yaml entries that size a point backbone
+BACKBONE_SIZES = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "group_size",
+    "num_groups",
+    "num_points",
+    "num_labels",
+)
+
+
+def head_conventions(width: int, *names: str) -> dict:
+    """The heads of the released models of this width, for `resolve_sizes(conventions=...)`."""
+    if width not in RELEASED_HEADS:
+        return {}
+    reason = f"the released {width}-wide models (heads are not stored in a tensor)"
+    return {name: (RELEASED_HEADS[width], reason) for name in names}
+
+
+def official_sizes(official_config, names) -> dict:
+    """The entries of an official yaml (a path, or what `read_official_config` returned) that size this model."""
+    if official_config is None:
+        return {}
+    found = official_config if isinstance(official_config, Mapping) else read_official_config(official_config)
+    return {k: v for k, v in found.items() if k in names or k == "path"}
+
+
+# ---------------------------------------------------------------------------------------- other methods' checkpoints
+_METHOD_SIGNATURES = (
+    ("pointgst", "PointGST", (".gft_adapter.",)),
+    ("point-prompt", "Point-PEFT", (".prompt_embeddings", ".cp_adapter.", ".prompt_cor", ".adapter1.")),
+    ("any2point", "Any2Point", (".out_transform_3d.", ".EncP.")),
+)
+
+
+def detect_method_checkpoint(keys) -> tuple[str, str, list[str]] | None:
+    """(`--from` value, method name, the keys that gave it away) when `keys` are those of a fine-tuned checkpoint
+    of one of the PEFT methods this package converts, else None."""
+    keys = list(keys)
+    for flag, name, patterns in _METHOD_SIGNATURES:
+        hits = [key for key in keys if any(p in "." + key for p in patterns)]
+        if hits:
+            return flag, name, hits
+    return None
+
+
+def refuse_method_checkpoint(state: Mapping[str, torch.Tensor], converter: str) -> None:
+    """Backbone converters call this first: a PEFT method's checkpoint converted as a plain backbone would lose its
+    adapter (its keys would only be listed as unrecognised), so it is refused with the `--from` value to use."""
+    found = detect_method_checkpoint(state)
+    if found is None:
+        return
+    flag, name, hits = found
+    raise ValueError(
+        f"this is a {name} fine-tuned checkpoint ({len(hits)} adapter tensors such as {hits[0]!r}), not a plain "
+        f"{converter} checkpoint: converting it as a backbone would drop the adapter. Convert it with "
+        f"`point-peft convert --from {flag}` (Python: hf_point_peft.conversion.convert_{flag.replace('-', '_')}"
+        "_checkpoint), which writes the adapter and its base model"
+    )

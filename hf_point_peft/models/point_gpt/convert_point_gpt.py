@@ -13,12 +13,17 @@ from collections.abc import Mapping
 import torch
 
 from ..conversion import (
+    BACKBONE_SIZES,
     ConversionReport,
     KeyRule,
     apply_rules,
     export_official,
+    head_conventions,
     load_converted_weights,
     load_official_state_dict,
+    official_sizes,
+    refuse_method_checkpoint,
+    resolve_sizes,
     save_converted,
     strip_prefixes,
 )
@@ -74,8 +79,17 @@ def _rules(with_generator: bool) -> list[KeyRule]:
     return rules
 
 
-def point_gpt_config_from_state_dict(state: Mapping[str, torch.Tensor], **overrides) -> PointGPTConfig:
-    """Infer width, depth, mini-PointNet widths, generator depth and head from shapes; heads from the size table."""
+def point_gpt_config_from_state_dict(
+    state: Mapping[str, torch.Tensor],
+    *,
+    official_config=None,
+    report: ConversionReport | None = None,
+    **overrides,
+) -> PointGPTConfig:
+    """Width, depth, mini-PointNet widths, generator depth and head are read from the shapes; groups, group size,
+    points, heads of an unusual width and the classes of a new head come from `official_config` (the official yaml)
+    or `overrides`, and are refused with the flags to pass when neither sets them."""
+    refuse_method_checkpoint(state, "pointgpt")
     s = {key: state[orig] for key, orig in strip_prefixes(state, _PREFIXES).items()}
     if "blocks.sos" not in s:
         raise ValueError(f"not a PointGPT checkpoint: no 'blocks.sos' (first keys: {list(state)[:5]})")
@@ -85,30 +99,26 @@ def point_gpt_config_from_state_dict(state: Mapping[str, torch.Tensor], **overri
         ids = [int(k.split(".")[2]) for k in s if k.startswith(prefix + ".layers.")]
         return 1 + max(ids) if ids else 0
 
-    convs = sorted(
-        (int(k.split(".")[2]), v)
-        for k, v in s.items()
-        if k.startswith("encoder.first_conv.") and k.endswith(".weight") and v.dim() == 3
-    )
-    seconds = sorted(
-        (int(k.split(".")[2]), v)
-        for k, v in s.items()
-        if k.startswith("encoder.second_conv.") and k.endswith(".weight") and v.dim() == 3
-    )
-    heads = {384: 6, 768: 12, 1024: 16}.get(width, max(1, width // 64))
-    kwargs = {
+    def conv_widths(name: str) -> list[int]:
+        convs = sorted(
+            (int(k.split(".")[2]), v)
+            for k, v in s.items()
+            if k.startswith(f"encoder.{name}.") and k.endswith(".weight") and v.dim() == 3
+        )
+        return [v.shape[0] for _, v in convs]
+
+    first = conv_widths("first_conv")
+    inferred = {
         "hidden_size": width,
         "num_hidden_layers": depth("blocks"),
-        "num_attention_heads": heads,
         "intermediate_size": s["blocks.layers.0.mlp.0.weight"].shape[0],
-        "patch_first_channels": [v.shape[0] for _, v in convs],
-        "patch_second_channels": [v.shape[0] for _, v in seconds[:-1]],
-        "num_channels": convs[0][1].shape[1],
+        "patch_first_channels": first,
+        "patch_second_channels": conv_widths("second_conv")[:-1],
+        "num_channels": s["encoder.first_conv.0.weight"].shape[1],
         "generator_num_hidden_layers": depth("generator_blocks"),
-        "fps_skip_sq_norm": 1e-3,
     }
     if "generator_blocks.increase_dim.0.weight" in s:
-        kwargs["group_size"] = s["generator_blocks.increase_dim.0.weight"].shape[0] // 3
+        inferred["group_size"] = s["generator_blocks.increase_dim.0.weight"].shape[0] // 3
     head = sorted(
         (int(k.split(".")[2]), v)
         for k, v in s.items()
@@ -116,26 +126,41 @@ def point_gpt_config_from_state_dict(state: Mapping[str, torch.Tensor], **overri
     )
     if head:
         linears = [v for _, v in head if v.dim() == 2]
-        kwargs["num_labels"] = linears[-1].shape[0]
-        kwargs["classifier_hidden_sizes"] = [w.shape[0] for w in linears[:-1]]
-        kwargs["classifier_batch_norm"] = any(v.dim() == 1 for _, v in head)
-    kwargs.update(overrides)
-    if "num_points" not in kwargs:
-        kwargs["num_points"] = max(1024, 16 * kwargs.get("num_groups", 64))
-    return PointGPTConfig(**kwargs)
+        inferred["num_labels"] = linears[-1].shape[0]
+        inferred["classifier_hidden_sizes"] = [w.shape[0] for w in linears[:-1]]
+        inferred["classifier_batch_norm"] = any(v.dim() == 1 for _, v in head)
+    if overrides.get("generator_num_hidden_layers") == 0:  # dropping the generator is a choice, not a contradiction
+        inferred.pop("generator_num_hidden_layers")
+    required = {"num_groups": "--num-groups", "group_size": "--group-size", "num_points": "--num-points"}
+    required["num_attention_heads"] = "--num-heads"
+    if "num_labels" not in inferred:
+        required["num_labels"] = "--num-labels"
+    values = resolve_sizes(
+        "converting the PointGPT checkpoint",
+        inferred,
+        explicit=overrides,
+        official=official_sizes(official_config, BACKBONE_SIZES),
+        conventions=head_conventions(width, "num_attention_heads"),
+        required=required,
+        report=report,
+    )
+    return PointGPTConfig(**{"fps_skip_sq_norm": 1e-3, **values})
 
 
 def convert_point_gpt_checkpoint(
     checkpoint: str | os.PathLike | Mapping,
     *,
     output_dir: str | os.PathLike | None = None,
+    official_config: str | os.PathLike | Mapping | None = None,
     **config_overrides,
 ) -> tuple[PointGPTForClassification, ConversionReport]:
     """Convert an official PointGPT checkpoint into `PointGPTForClassification` (optionally saved to `output_dir`).
-    Pass `generator_num_hidden_layers=0` to drop the generator, `num_labels=...` for a new head."""
+    Sizes the weights cannot tell come from `official_config` (the official yaml) or `config_overrides`
+    (`num_groups`, `group_size`, `num_points`, `num_labels` for a new head); `generator_num_hidden_layers=0` drops
+    the generator."""
     state = load_official_state_dict(checkpoint)
-    config = point_gpt_config_from_state_dict(state, **config_overrides)
     report = ConversionReport(source="pointgpt")
+    config = point_gpt_config_from_state_dict(state, official_config=official_config, report=report, **config_overrides)
     mapping = apply_rules(strip_prefixes(state, _PREFIXES), _rules(config.generator_num_hidden_layers > 0), report)
     model = PointGPTForClassification(config)
     load_converted_weights(model, state, mapping, report)

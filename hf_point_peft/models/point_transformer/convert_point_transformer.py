@@ -13,12 +13,17 @@ from collections.abc import Mapping
 import torch
 
 from ..conversion import (
+    BACKBONE_SIZES,
     ConversionReport,
     KeyRule,
     apply_rules,
     export_official,
+    head_conventions,
     load_converted_weights,
     load_official_state_dict,
+    official_sizes,
+    refuse_method_checkpoint,
+    resolve_sizes,
     save_converted,
     strip_prefixes,
 )
@@ -132,15 +137,31 @@ def _rules(source: str, task: str) -> list[KeyRule]:
     return rules
 
 
-_DEFAULT_HEADS = {192: 3, 384: 6, 512: 8, 768: 12, 1024: 16}
+# sizes no tensor of a fine-tuned checkpoint holds -> the CLI flag that sets them
+_REQUIRED = {
+    "num_groups": "--num-groups",
+    "group_size": "--group-size",
+    "num_points": "--num-points",
+    "num_attention_heads": "--num-heads",
+}
+_FROM_YAML = (*BACKBONE_SIZES, "encoder_dims", "drop_path_rate")
 
 
 def point_transformer_config_from_state_dict(
-    state: Mapping[str, torch.Tensor], source: str, **overrides
+    state: Mapping[str, torch.Tensor],
+    source: str,
+    *,
+    task: str = "classification",
+    official_config=None,
+    report: ConversionReport | None = None,
+    **overrides,
 ) -> PointTransformerConfig:
-    """Infer the architecture from tensor shapes (width, depth, encoder dims, mini-PointNet widths, head, group size);
-    what shapes cannot tell (heads, groups) comes from `overrides` or the official defaults."""
+    """The architecture: what the tensor shapes decide (width, depth, MLP and mini-PointNet widths, head, group size
+    of a pre-training decoder) is read from them; what they cannot decide (groups, group size, points, heads of an
+    unusual width, classes of a new head) comes from `official_config` (the official yaml) or `overrides`, and is
+    refused with the flags to pass when neither sets it. Nothing falls back silently."""
     _check_source(source)
+    refuse_method_checkpoint(state, source)
     stripped = {key: state[orig] for key, orig in strip_prefixes(state, _PREFIXES[source]).items()}
     if "norm.weight" not in stripped:
         raise ValueError(
@@ -149,41 +170,54 @@ def point_transformer_config_from_state_dict(
         )
     width = stripped["norm.weight"].shape[0]
     depth = 1 + max(int(k.split(".")[2]) for k in stripped if k.startswith("blocks.blocks."))
-    first = [stripped["encoder.first_conv.0.weight"].shape[0], stripped["encoder.first_conv.3.weight"].shape[0]]
-    second = [stripped["encoder.second_conv.0.weight"].shape[0]]
-    kwargs = {
+    inferred = {
         "hidden_size": width,
         "num_hidden_layers": depth,
-        "num_attention_heads": _DEFAULT_HEADS.get(width, 6),
         "intermediate_size": stripped["blocks.blocks.0.mlp.fc1.weight"].shape[0],
         "encoder_dims": stripped["encoder.second_conv.3.weight"].shape[0],
-        "patch_first_channels": first,
-        "patch_second_channels": second,
+        "patch_first_channels": [
+            stripped["encoder.first_conv.0.weight"].shape[0],
+            stripped["encoder.first_conv.3.weight"].shape[0],
+        ],
+        "patch_second_channels": [stripped["encoder.second_conv.0.weight"].shape[0]],
         "num_channels": stripped["encoder.first_conv.0.weight"].shape[1],
         "qkv_bias": "blocks.blocks.0.attn.qkv.bias" in stripped,
-        "fps_skip_sq_norm": 1e-3,  # reproduce pointnet2_ops' FPS bit-exactly
     }
     if "increase_dim.0.weight" in stripped:
-        kwargs["group_size"] = stripped["increase_dim.0.weight"].shape[0] // 3
+        inferred["group_size"] = stripped["increase_dim.0.weight"].shape[0] // 3
     decoder_ids = [int(k.split(".")[2]) for k in stripped if k.startswith("MAE_decoder.blocks.")]
     if decoder_ids:
-        kwargs["decoder_num_hidden_layers"] = 1 + max(decoder_ids)
+        inferred["decoder_num_hidden_layers"] = 1 + max(decoder_ids)
     head = sorted(
         (int(k.split(".")[1]), k) for k in stripped if k.startswith("cls_head_finetune.") and k.endswith(".weight")
     )
+    defaults: dict = {"fps_skip_sq_norm": 1e-3}  # reproduce pointnet2_ops' FPS bit-exactly
     if head and source != "recon":
-        kwargs["num_labels"] = stripped[head[-1][1]].shape[0]
+        inferred["num_labels"] = stripped[head[-1][1]].shape[0]
         linears = [stripped[k] for _, k in head if stripped[k].dim() == 2]
-        kwargs["classifier_hidden_sizes"] = [w.shape[0] for w in linears[:-1]]
-        kwargs["classifier_batch_norm"] = any(stripped[k].dim() == 1 for _, k in head)
-    if source == "point-bert":
-        kwargs.setdefault("classifier_hidden_sizes", [256])
-        kwargs.setdefault("classifier_batch_norm", False)
-        kwargs["label_smoothing"] = 0.2
-    kwargs.update(overrides)
-    if "num_points" not in kwargs:
-        kwargs["num_points"] = max(1024, 16 * kwargs.get("num_groups", 64))
-    return PointTransformerConfig(**kwargs)
+        inferred["classifier_hidden_sizes"] = [w.shape[0] for w in linears[:-1]]
+        inferred["classifier_batch_norm"] = any(stripped[k].dim() == 1 for _, k in head)
+    if source == "point-bert":  # the official Point-BERT fine-tuning head and loss
+        defaults.update(classifier_hidden_sizes=[256], classifier_batch_norm=False, label_smoothing=0.2)
+    required = dict(_REQUIRED)
+    if task == "classification" and "num_labels" not in inferred:
+        required["num_labels"] = "--num-labels"  # a new head: its classes are the user's choice
+    if task != "classification":
+        required.pop("num_points")
+    values = resolve_sizes(
+        f"converting the {source} checkpoint",
+        inferred,
+        explicit=overrides,
+        official=official_sizes(official_config, _FROM_YAML),
+        conventions=head_conventions(width, "num_attention_heads", "decoder_num_attention_heads"),
+        required=required,
+        report=report,
+    )
+    if task != "classification" and "num_points" not in values:
+        values["num_points"] = max(values["num_groups"], values["group_size"])
+        if report is not None:
+            report.notes.append("num_points set to max(num_groups, group_size): masked modeling reads any cloud size")
+    return PointTransformerConfig(**{**defaults, **values})
 
 
 def convert_point_transformer_checkpoint(
@@ -192,17 +226,22 @@ def convert_point_transformer_checkpoint(
     *,
     task: str = "classification",
     output_dir: str | os.PathLike | None = None,
+    official_config: str | os.PathLike | Mapping | None = None,
     **config_overrides,
 ) -> tuple[PointTransformerForClassification | PointTransformerForMaskedModeling, ConversionReport]:
     """Convert an official checkpoint (pre-trained or fine-tuned) into an HF model; optionally `save_pretrained`
     it (config.json + model.safetensors + conversion_report.txt) to `output_dir`.
 
-    `config_overrides` set what the weights cannot tell, e.g. `num_groups=128, num_points=2048` for ScanObjectNN or
-    `num_labels=15` for a new head. Returns the model and the report of what happened to every key.
+    What the weights cannot tell comes from `official_config` (the official yaml, e.g.
+    `cfgs/finetune_scan_hardest.yaml`) or `config_overrides` (e.g. `num_groups=128, group_size=32,
+    num_points=2048` for ScanObjectNN, `num_labels=15` for a new head); without them the conversion is refused,
+    naming what is missing. Returns the model and the report of what happened to every key.
     """
     state = load_official_state_dict(checkpoint)
-    config = point_transformer_config_from_state_dict(state, source, **config_overrides)
     report = ConversionReport(source=source)
+    config = point_transformer_config_from_state_dict(
+        state, source, task=task, official_config=official_config, report=report, **config_overrides
+    )
     mapping = apply_rules(strip_prefixes(state, _PREFIXES[source]), _rules(source, task), report)
     model_cls = PointTransformerForClassification if task == "classification" else PointTransformerForMaskedModeling
     model = model_cls(config)
