@@ -124,6 +124,18 @@ class Any2PointConfig(CheckedAdapterLoading, PeftConfig):
         metadata={"help": "Token width W (a multiple of 24) of the tokenizer (stages W/4, W/2, W); official 768."},
     )
     audio_grid_layout: str = field(default="mel_time", metadata={"help": "'mel_time' or 'official_19x12' (ImageBind)."})
+    pe_2d_official_reshape: bool = field(
+        default=False,
+        metadata={
+            "help": "2D sources: reproduce the official PE reshape ([B*V, W, G] read as [B, V, G, W] without a "
+            "transpose, which mixes the channels of other tokens into each token's PE); for converted official "
+            "checkpoints only, the default is the intended table lookup."
+        },
+    )
+    final_norm_eps: float | None = field(
+        default=None,
+        metadata={"help": "eps of the trainable final norm; None: the recipe's (official CLIP yaml: 1e-6)."},
+    )
     head_hidden: tuple[int, ...] | list[int] = field(
         default=(256, 256), metadata={"help": "Hidden widths of the head."}
     )
@@ -167,6 +179,8 @@ class Any2PointConfig(CheckedAdapterLoading, PeftConfig):
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"Any2PointConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.final_norm_eps is not None and not self.final_norm_eps > 0:
+            raise ValueError(f"Any2PointConfig.final_norm_eps must be > 0, got {self.final_norm_eps!r}")
         if self.view_translation is not None and not self.view_translation < 0:
             raise ValueError(f"Any2PointConfig.view_translation must be < 0, got {self.view_translation!r}")
         line = tuple(float(v) for v in self.line_direction)

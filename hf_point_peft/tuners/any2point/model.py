@@ -93,6 +93,13 @@ class Any2PointModel(InputDependentTuner):
                 setattr(config, key, value)
         if recipe.layout == "2d" and config.view_translation is None:
             config.view_translation = -1.4
+        if config.final_norm_eps is None:
+            final = get_module(self.model, recipe.final_norm) if recipe.final_norm else None
+            config.final_norm_eps = recipe.final_norm_eps or (final.eps if final is not None else 1e-5)
+        if config.pe_2d_official_reshape and recipe.layout != "2d":
+            raise ValueError(
+                f"pe_2d_official_reshape reproduces the official 2D position lookup; {recipe.model_type} has a 1D table"
+            )
         if config.audio_grid_layout == "official_19x12" and recipe.model_type != "imagebind_audio":
             raise ValueError(
                 f"audio_grid_layout='official_19x12' reproduces the official ImageBind layout only; the source is "
@@ -140,6 +147,7 @@ class Any2PointModel(InputDependentTuner):
             [nn.LayerNorm(width) for _ in range(config.num_views)]
         ).to(device)
         final = copy.deepcopy(get_module(model, recipe.final_norm)) if recipe.final_norm else nn.LayerNorm(width)
+        final.eps = config.final_norm_eps
         self.any2point_final_norm[adapter_name] = final.float().to(device).requires_grad_(True)
         self.any2point_head[adapter_name] = PointHead(
             2 * width, list(config.head_hidden), config.num_labels, config.head_dropout
@@ -239,6 +247,7 @@ class Any2PointModel(InputDependentTuner):
                     recipe.canvas_pitch(model.config),
                     config.cell_size,
                     official_19x12=config.audio_grid_layout == "official_19x12",
+                    official_reshape=config.pe_2d_official_reshape,
                 )
         pe = views.pe
         self._build_context(name, config, centres, views)

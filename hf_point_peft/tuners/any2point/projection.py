@@ -80,13 +80,16 @@ def pe_2d(
     pitch: int,
     cell_size: float,
     official_19x12: bool = False,
+    official_reshape: bool = False,
 ) -> ViewPositions:
     """2D (DINOv2, AST, ImageBind): camera q = R c - (0, 0, t); u, v = q_x / q_z, q_y / q_z; canvas H x Wc =
     rows*pitch x cols*pitch; pixels wrap modulo the canvas (as officially; nothing clamped); bilinear lookup of the
     table with `grid_sample(align_corners=True)`, zeros outside; cell = px // cell + (py // cell) * ceil(Wc / cell).
 
     `official_19x12` reproduces the official ImageBind layout: the 12x19 table read as 19 rows x 12 columns on a
-    304 x 192 canvas with v scaled by 304/192."""
+    304 x 192 canvas with v scaled by 304/192. `official_reshape` reproduces the official reshape of the sampled
+    PEs: per sample and view the [W, G] block is read as [G, W] without a transpose, so each token's PE is made of
+    other tokens' channels (every official 2D / audio number was made with it)."""
     rows, cols, width = grid.shape
     if official_19x12:
         table = grid.reshape(rows * cols, width).reshape(cols, rows, width)
@@ -111,7 +114,10 @@ def pe_2d(
         gy = 2 * py / (height - 1) - 1
         sample_grid = torch.stack([gx, gy], dim=-1).unsqueeze(0)  # [1, B, G, 2]
         sampled = F.grid_sample(image, sample_grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-        pes.append(sampled[0].permute(1, 2, 0))  # [B, G, W]
+        if official_reshape:  # [W, B, G] -> per sample the [W, G] block read as [G, W]
+            pes.append(sampled[0].permute(1, 0, 2).reshape(len(c), -1, width))
+        else:
+            pes.append(sampled[0].permute(1, 2, 0))  # [B, G, W]
         cells.append(
             torch.div(px, cell_size, rounding_mode="floor").long()
             + torch.div(py, cell_size, rounding_mode="floor").long() * across

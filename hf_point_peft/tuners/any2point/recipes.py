@@ -24,6 +24,7 @@ class SourceRecipe:
     cls_token: str | None = None  # source CLS embedding that initialises cls_token
     input_norm: bool = False  # BERT / RoBERTa: LN_emb(tokens + PE + token_type[0]) at the input
     pitch: int = 16  # 2D: canvas pixels per table cell
+    final_norm_eps: float | None = None  # eps of the trainable final norm; None: the copied norm's own
 
     def special_rows(self, config) -> int:
         if self.model_type == "roberta":
@@ -78,6 +79,7 @@ RECIPES: dict[str, SourceRecipe] = {
         "mlp",
         "final_layer_norm",
         "text",
+        final_norm_eps=1e-6,  # the official CLIP yaml (norm_args eps 1e-6) over CLIP's ln_final weights; HF has 1e-5
     ),
     "bert": SourceRecipe(
         "bert",
