@@ -41,7 +41,9 @@ def _add_convert(sub) -> None:
         help="the official yaml of the run (cfgs/...yaml): sets groups, group size, points, heads, depth, classes",
     )
     p.add_argument("--num-labels", type=int, help="classes of a new head (read from a fine-tuned head)")
-    p.add_argument("--num-groups", type=int, help="patch tokens G (64 for 1024 points, 128 for 2048); no tensor holds it")
+    p.add_argument(
+        "--num-groups", type=int, help="patch tokens G (64 for 1024 points, 128 for 2048); no tensor holds it"
+    )
     p.add_argument("--group-size", type=int, help="points per patch (read from a pre-training decoder, else required)")
     p.add_argument("--num-points", type=int, help="points per cloud the model is built for (no tensor holds it)")
     p.add_argument("--num-heads", type=int, help="attention heads (read for the released widths 384/768/1024)")

@@ -367,7 +367,7 @@ def resolve_sizes(
             origin[name] = reason
     missing = {name: flag for name, flag in (required or {}).items() if name not in values}
     if missing:
-        flags = ", ".join(f"{flag} N" for flag in missing.values())
+        flags = ", ".join(flag if "=" in flag else f"{flag} N" for flag in missing.values())
         names = ", ".join(f"{name}=..." for name in missing)
         raise ValueError(
             f"{what}: {', '.join(missing)} cannot be read from the checkpoint's tensors and no official config sets "

@@ -204,6 +204,9 @@ def point_transformer_config_from_state_dict(
         required["num_labels"] = "--num-labels"  # a new head: its classes are the user's choice
     if task != "classification":
         required.pop("num_points")
+        required["decoder_num_attention_heads"] = (
+            "decoder_num_attention_heads=N (the official yaml's decoder_num_heads)"
+        )
     values = resolve_sizes(
         f"converting the {source} checkpoint",
         inferred,
@@ -213,6 +216,8 @@ def point_transformer_config_from_state_dict(
         required=required,
         report=report,
     )
+    if task == "classification":  # a classifier has no decoder: its heads only have to divide the width
+        values.setdefault("decoder_num_attention_heads", values["num_attention_heads"])
     if task != "classification" and "num_points" not in values:
         values["num_points"] = max(values["num_groups"], values["group_size"])
         if report is not None:

@@ -1,0 +1,8 @@
+"""Official fine-tuned checkpoints of the three PEFT methods -> adapter folders (and the base model folders they
+belong to): `convert_pointgst_checkpoint`, `convert_point_prompt_checkpoint`, `convert_any2point_checkpoint`, behind
+`point-peft convert --from pointgst | point-prompt | any2point`."""
+
+from .common import ConvertedAdapter
+from .pointgst import POINTGST_DEVIATIONS, convert_pointgst_checkpoint
+
+__all__ = ["POINTGST_DEVIATIONS", "ConvertedAdapter", "convert_pointgst_checkpoint"]

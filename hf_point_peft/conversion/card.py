@@ -1,0 +1,69 @@
+"""The model card of a converted adapter: that it was converted, from what, the deliberate deviations from the
+official computation, and how to load it."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import peft
+from huggingface_hub import ModelCard, ModelCardData
+
+from .common import ConvertedAdapter
+
+__all__ = ["ConversionCard", "write_conversion_card"]
+
+
+@dataclass
+class ConversionCard:
+    """What the card says besides the report: the method, the official code it came from, the checkpoint, the base
+    model class and its loading call, the input size, the deviations, and the command that made it."""
+
+    method: str  # peft tag: point_gst | point_prompt | any2point
+    method_name: str  # PointGST | Point-PEFT | Any2Point
+    method_description: str
+    official_code: str
+    checkpoint: str
+    load_code: str  # the lines after `from peft import PeftModel` that load base + adapter and run it
+    checkpoint_detail: str = ""
+    deviations: list[str] = field(default_factory=list)
+    command: str | None = None
+
+
+def write_conversion_card(folder: Path, card: ConversionCard, converted: ConvertedAdapter) -> Path:
+    """Write `folder/README.md` (valid `huggingface_hub.ModelCard` metadata) for a converted adapter."""
+    from .. import __version__
+
+    report = converted.report
+    base = converted.base_dir
+    data = ModelCardData(
+        library_name="peft",
+        license="apache-2.0",
+        tags=["point-cloud", "3d", "hf_point_peft", card.method, "converted-checkpoint"],
+    )
+    command = card.command or "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    deviations = card.deviations or ["none: the adapter computes what the official model computes"]
+    fields = {
+        "model_name": f"{card.method_name} adapter converted from {Path(card.checkpoint).name}",
+        "method_name": card.method_name,
+        "method_description": card.method_description,
+        "official_code": card.official_code,
+        "checkpoint": card.checkpoint,
+        "checkpoint_detail": card.checkpoint_detail,
+        "base_text": f"`{base}` (written by the same conversion)" if base else "the base model it was converted with",
+        "command": command,
+        "version": __version__,
+        "peft_version": peft.__version__,
+        "counts": f"{len(report.used)} used, {len(report.dropped)} dropped with a stated reason, "
+        f"{len(report.unrecognised)} unrecognised",
+        "deviation_rows": "\n".join(f"- {d}" for d in deviations),
+        "load_code": card.load_code,
+        "report": report.summary(),
+    }
+    template = (resources.files("hf_point_peft") / "model_cards" / "converted_adapter_card.md").read_text()
+    path = folder / "README.md"
+    ModelCard.from_template(data, template_str=template, **fields).save(path)
+    return path

@@ -1,0 +1,160 @@
+"""Official checkpoint layouts as tables of key names and shapes (the released code's `state_dict()` names), filled
+with seeded random tensors; and the hand-written maps from those names to this project's modules, which the tests
+use to place the same tensors by hand. Nothing here runs or copies official code."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+# -------------------------------------------------------------------------------------------------- table pieces
+
+
+def linear(name: str, out: int, inp: int, bias: bool = True) -> list:
+    return [(f"{name}.weight", (out, inp))] + ([(f"{name}.bias", (out,))] if bias else [])
+
+
+def conv1d(name: str, out: int, inp: int, bias: bool = True) -> list:
+    return [(f"{name}.weight", (out, inp, 1))] + ([(f"{name}.bias", (out,))] if bias else [])
+
+
+def conv2d(name: str, out: int, inp: int) -> list:
+    return [(f"{name}.weight", (out, inp, 1, 1)), (f"{name}.bias", (out,))]
+
+
+def norm(name: str, width: int) -> list:
+    return [(f"{name}.weight", (width,)), (f"{name}.bias", (width,))]
+
+
+def batch_norm(name: str, width: int) -> list:
+    return [
+        *norm(name, width),
+        (f"{name}.running_mean", (width,)),
+        (f"{name}.running_var", (width,)),
+        (f"{name}.num_batches_tracked", ()),
+    ]
+
+
+def head(name: str, inp: int, classes: int, bias: bool = True) -> list:
+    """Linear-BN-ReLU-Drop-Linear-BN-ReLU-Drop-Linear (indices 0, 1, 4, 5, 8)."""
+    return [
+        *linear(f"{name}.0", 256, inp, bias),
+        *batch_norm(f"{name}.1", 256),
+        *linear(f"{name}.4", 256, 256, bias),
+        *batch_norm(f"{name}.5", 256),
+        *linear(f"{name}.8", classes, 256),
+    ]
+
+
+def mini_pointnet(prefix: str, width: int) -> list:
+    return [
+        *conv1d(f"{prefix}.first_conv.0", 128, 3),
+        *batch_norm(f"{prefix}.first_conv.1", 128),
+        *conv1d(f"{prefix}.first_conv.3", 256, 128),
+        *conv1d(f"{prefix}.second_conv.0", 512, 512),
+        *batch_norm(f"{prefix}.second_conv.1", 512),
+        *conv1d(f"{prefix}.second_conv.3", width, 512),
+    ]
+
+
+def random_state(table: list, seed: int) -> dict[str, torch.Tensor]:
+    """Seeded tensors for a table: norms' weights near 1, variances positive, counters integral, the rest small."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in table:
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(7 + seed)
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(shape, generator=g) + 0.5
+        elif re.search(r"(norm\w*|ln_\w+)\.weight$", key):
+            state[key] = 1 + 0.1 * torch.randn(shape, generator=g)
+        else:
+            state[key] = 0.05 * torch.randn(shape, generator=g)
+    return state
+
+
+def checkpoint(state: dict, wrapper: str = "base_model", ddp: bool = True) -> dict:
+    """The official save format: {'base_model': state_dict, ...} with DataParallel's `module.` prefix."""
+    return {wrapper: {("module." if ddp else "") + k: v for k, v in state.items()}, "epoch": 299}
+
+
+# ------------------------------------------------------------------------------------------- point backbones
+
+
+def point_mae_finetune(width: int, depth: int, classes: int) -> list:
+    """`PointTransformer` fine-tuning layout of Point-MAE / ACT / ReCon (and PointGST's / Point-PEFT's models)."""
+    rows = [("cls_token", (1, 1, width)), ("cls_pos", (1, 1, width)), *mini_pointnet("encoder", width)]
+    rows += [*linear("pos_embed.0", 128, 3), *linear("pos_embed.2", width, 128)]
+    for n in range(depth):
+        b = f"blocks.blocks.{n}"
+        rows += [*norm(f"{b}.norm1", width), *linear(f"{b}.attn.qkv", 3 * width, width, bias=False)]
+        rows += [*linear(f"{b}.attn.proj", width, width), *norm(f"{b}.norm2", width)]
+        rows += [*linear(f"{b}.mlp.fc1", 4 * width, width), *linear(f"{b}.mlp.fc2", width, 4 * width)]
+    return rows + [*norm("norm", width), *head("cls_head_finetune", 2 * width, classes)]
+
+
+def point_mae_pretrain(width: int, depth: int) -> list:
+    """Point-MAE pre-training layout: `MAE_encoder.*` (no cls token) plus a one-block decoder."""
+    rows = [(f"MAE_encoder.{k}", s) for k, s in point_mae_finetune(width, depth, 2) if "cls" not in k]
+    rows += [("mask_token", (1, 1, width)), *linear("decoder_pos_embed.0", 128, 3)]
+    return rows + [*norm("MAE_decoder.norm", width), *conv1d("increase_dim.0", 3 * 8, width)]
+
+
+def point_gpt_finetune(width: int, depth: int, classes: int) -> list:
+    rows = [("cls_token", (1, 1, width)), ("cls_pos", (1, 1, width)), ("sos_pos", (1, 1, width))]
+    rows += [*mini_pointnet("encoder", width), ("blocks.sos", (width,))]
+    for n in range(depth):
+        b = f"blocks.layers.{n}"
+        rows += [*norm(f"{b}.ln_1", width), *norm(f"{b}.ln_2", width)]
+        rows += [(f"{b}.attn.in_proj_weight", (3 * width, width)), (f"{b}.attn.in_proj_bias", (3 * width,))]
+        rows += [*linear(f"{b}.attn.out_proj", width, width)]
+        rows += [*linear(f"{b}.mlp.0", 4 * width, width), *linear(f"{b}.mlp.2", width, 4 * width)]
+    rows += [*norm("blocks.ln_f", width), *norm("blocks.cls_norm", width), *conv1d("blocks.increase_dim.0", 24, width)]
+    return rows + head("blocks.cls_head_finetune", 2 * width, classes)
+
+
+def pcsa(block: str, width: int, rank: int) -> list:
+    """PointGST's `gft_adapter` (PCSA) of one block."""
+    a = f"{block}.gft_adapter"
+    rows = [*linear(f"{a}.down", rank, width), *linear(f"{a}.up", width, rank), *linear(f"{a}.adapt1", rank, rank)]
+    return rows + [*norm(f"{a}.norm_ly1", rank), *norm(f"{a}.norm_ly2", rank)]
+
+
+_MAE_TO_OURS = [
+    (r"^cls_token$", "point_transformer.cls_embedding.token"),
+    (r"^cls_pos$", "point_transformer.cls_embedding.position"),
+    (r"^encoder\.", "point_transformer.embeddings.patch_embeddings."),
+    (r"^pos_embed\.", "point_transformer.embeddings.position_embeddings."),
+    (r"^blocks\.blocks\.", "point_transformer.encoder.layers."),
+    (r"^norm\.", "point_transformer.norm."),
+    (r"^cls_head_finetune\.", "classifier."),
+]
+_GPT_TO_OURS = [
+    (r"^cls_token$", "point_gpt.cls_embedding.token"),
+    (r"^cls_pos$", "point_gpt.cls_embedding.position"),
+    (r"^sos_pos$", "point_gpt.sos_position"),
+    (r"^blocks\.sos$", "point_gpt.sos_token"),
+    (r"^encoder\.", "point_gpt.embeddings.patch_embeddings."),
+    (r"attn\.in_proj_weight$", "attn.qkv.weight"),
+    (r"attn\.in_proj_bias$", "attn.qkv.bias"),
+    (r"attn\.out_proj\.", "attn.proj."),
+    (r"mlp\.0\.", "mlp.fc1."),
+    (r"mlp\.2\.", "mlp.fc2."),
+    (r"^blocks\.layers\.", "point_gpt.encoder.layers."),
+    (r"^blocks\.ln_f\.", "point_gpt.encoder.ln_f."),
+    (r"^blocks\.cls_norm\.", "cls_norm."),
+    (r"^blocks\.cls_head_finetune\.", "classifier."),
+]
+
+
+def to_ours(state: dict, gpt: bool = False) -> dict:
+    """The backbone part of an official state dict under this project's module names (placed by hand)."""
+    out = {}
+    for key, value in state.items():
+        if "gft_adapter" in key or "increase_dim" in key:
+            continue
+        for pattern, repl in _GPT_TO_OURS if gpt else _MAE_TO_OURS:
+            key = re.sub(pattern, repl, key)
+        out[key] = value
+    return out

@@ -1,0 +1,213 @@
+"""Official fine-tuned checkpoints of PointGST, Point-PEFT and Any2Point -> adapter folders: built from tables of
+the official key names and shapes (tests/official_layouts.py), converted, reloaded with PeftModel.from_pretrained,
+and compared with this project's model carrying the same tensors placed by hand; every official key is used or
+dropped with a reason; missing sizes are refused with the flags to pass."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from official_layouts import (
+    checkpoint,
+    pcsa,
+    point_gpt_finetune,
+    point_mae_finetune,
+    point_mae_pretrain,
+    random_state,
+    to_ours,
+)
+from peft import PeftModel, get_peft_model
+
+import hf_point_peft  # noqa: F401
+from hf_point_peft import (
+    PointGPTConfig,
+    PointGPTForClassification,
+    PointGSTConfig,
+    PointTransformerConfig,
+    PointTransformerForClassification,
+)
+from hf_point_peft.conversion import convert_pointgst_checkpoint
+
+W, DEPTH, CLASSES, RANK = 384, 2, 5, 12
+SIZES = {"num_groups": 16, "group_size": 8, "num_points": 256}
+
+
+def cloud(batch: int = 3, n: int = 256, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, n, 3, generator=torch.Generator().manual_seed(seed)) * 0.5
+
+
+def write_yaml(path, name: str = "PointTransformer_PGST", **extra) -> str:
+    """An official fine-tuning yaml in the released flow style (`model : { ... }`)."""
+    model = {"NAME": name, "trans_dim": W, "depth": DEPTH, "drop_path_rate": 0.1, "cls_dim": CLASSES, "num_heads": 6}
+    model.update(group_size=8, num_group=16, encoder_dims=W, **extra)
+    body = ",\n  ".join(f"{k}: {v}" for k, v in model.items())
+    path.write_text(f"optimizer : {{\n  type: AdamW,\n  part: adapt}}\n\nmodel : {{\n  {body},\n}}\n\nnpoints: 256\n")
+    return str(path)
+
+
+def pointgst_state(gpt: bool = False, seed: int = 0) -> dict:
+    table = point_gpt_finetune(W, DEPTH, CLASSES) if gpt else point_mae_finetune(W, DEPTH, CLASSES)
+    blocks = "blocks.layers" if gpt else "blocks.blocks"
+    for n in range(DEPTH):
+        table += pcsa(f"{blocks}.{n}", W, RANK)
+    return random_state(table, seed)
+
+
+def hand_placed_pointgst(state: dict, gpt: bool, bn_base: dict | None = None) -> torch.nn.Module:
+    """This project's model with the official tensors placed by hand: backbone by the module map, PCSA parts by
+    attribute (norm_ly1 -> the global branch's norm_g, norm_ly2 -> the local norm_l), BatchNorm statistics into the
+    adapter's copies. `bn_base`: other statistics for the base (the pre-trained ones)."""
+    sizes = {"hidden_size": W, "num_hidden_layers": DEPTH, "num_labels": CLASSES, "fps_skip_sq_norm": 1e-3, **SIZES}
+    if gpt:
+        base = PointGPTForClassification(PointGPTConfig(num_attention_heads=6, generator_num_hidden_layers=0, **sizes))
+    else:
+        base = PointTransformerForClassification(PointTransformerConfig(num_attention_heads=6, **sizes))
+    ours = to_ours(state, gpt)
+    base.load_state_dict({**ours, **(bn_base or {})}, strict=True)
+    model = get_peft_model(base, PointGSTConfig(rank=RANK, local_size=8))
+    encoder = model.get_base_model().point_gpt if gpt else model.get_base_model().point_transformer
+    blocks = "blocks.layers" if gpt else "blocks.blocks"
+    with torch.no_grad():
+        for n in range(DEPTH):
+            adapter = encoder.encoder.layers[n].point_gst_adapter["default"]
+            for official, part in (("down", adapter.down), ("up", adapter.up), ("adapt1", adapter.adapt1)):
+                part.weight.copy_(state[f"{blocks}.{n}.gft_adapter.{official}.weight"])
+                part.bias.copy_(state[f"{blocks}.{n}.gft_adapter.{official}.bias"])
+            for official, part in (("norm_ly1", adapter.norm_g), ("norm_ly2", adapter.norm_l)):
+                part.weight.copy_(state[f"{blocks}.{n}.gft_adapter.{official}.weight"])
+                part.bias.copy_(state[f"{blocks}.{n}.gft_adapter.{official}.bias"])
+        for conv in ("first_conv", "second_conv"):
+            bn = getattr(encoder.embeddings.patch_embeddings, conv)[1]
+            bn.point_gst_bn_running_mean["default"].copy_(state[f"encoder.{conv}.1.running_mean"])
+            bn.point_gst_bn_running_var["default"].copy_(state[f"encoder.{conv}.1.running_var"])
+            bn.point_gst_bn_num_batches_tracked["default"].copy_(state[f"encoder.{conv}.1.num_batches_tracked"])
+    return model.eval()
+
+
+def reload(out, gpt: bool = False) -> torch.nn.Module:
+    cls = PointGPTForClassification if gpt else PointTransformerForClassification
+    return PeftModel.from_pretrained(cls.from_pretrained(out / "base"), out / "adapter").eval()
+
+
+def assert_every_key_accounted(report, ckpt: dict) -> None:
+    keys = set(ckpt["base_model"])
+    assert set(report.used) | set(report.dropped) == keys, sorted(keys - set(report.used) - set(report.dropped))
+    assert not report.unrecognised and all(report.dropped.values())
+
+
+@pytest.mark.parametrize("gpt", [False, True], ids=["point-mae", "pointgpt"])
+def test_pointgst_converts_and_computes_like_hand_placed(gpt, tmp_path):
+    state = pointgst_state(gpt)
+    ckpt = checkpoint(state)
+    torch.save(ckpt, tmp_path / "ckpt-best.pth")
+    name = "GPT_Transformer_PGST" if gpt else "PointTransformer_PGST"
+    yaml = write_yaml(tmp_path / "finetune.yaml", name, rank=RANK, local=8)
+    converted = convert_pointgst_checkpoint(
+        tmp_path / "ckpt-best.pth", official_config=yaml, output_dir=tmp_path / "out"
+    )
+    assert_every_key_accounted(converted.report, ckpt)
+    if gpt:  # the official GPT extractor's unused reconstruction layer
+        assert set(converted.report.dropped) == {
+            "module.blocks.increase_dim.0.weight",
+            "module.blocks.increase_dim.0.bias",
+        }
+    model = reload(tmp_path / "out", gpt)
+    reference = hand_placed_pointgst(state, gpt)
+    pts = cloud()
+    with torch.no_grad():
+        logits = model(points=pts).logits
+        torch.testing.assert_close(logits, reference(points=pts).logits, atol=0, rtol=0)
+        torch.testing.assert_close(converted.model(points=pts).logits, logits, atol=0, rtol=0)
+    config = json.loads((tmp_path / "out" / "adapter" / "adapter_config.json").read_text())
+    assert config["rank"] == RANK and config["local_size"] == 8 and config["peft_type"] == "POINT_GST"
+    assert config["base_model_name_or_path"] == str((tmp_path / "out" / "base").resolve())
+    card = (tmp_path / "out" / "adapter" / "README.md").read_text()
+    assert "converted from an official checkpoint" in card and "ckpt-best.pth" in card
+    assert "degenerate_eps" in card and "import hf_point_peft" in card  # a deviation is listed; the snippet loads
+    report = (tmp_path / "out" / "adapter" / "conversion_report.txt").read_text()
+    assert "local_size=8 from the official config" in report
+
+
+def test_pointgst_pretrained_puts_statistics_in_the_adapter(tmp_path):
+    state = pointgst_state(seed=1)
+    pretrained = random_state(point_mae_pretrain(W, DEPTH), seed=2)
+    for key in list(pretrained):  # the official run froze every encoder tensor: only BN statistics moved
+        ours = key.removeprefix("MAE_encoder.")
+        if key.startswith("MAE_encoder.") and not key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            pretrained[key] = state[ours].clone()
+    torch.save(checkpoint(pretrained), tmp_path / "pretrain.pth")
+    converted = convert_pointgst_checkpoint(
+        checkpoint(state),
+        pretrained=tmp_path / "pretrain.pth",
+        method_options={"local_size": 8},
+        output_dir=tmp_path / "out",
+        **SIZES,
+    )
+    base = PointTransformerForClassification.from_pretrained(tmp_path / "out" / "base")
+    stats = "point_transformer.embeddings.patch_embeddings.first_conv.1.running_mean"
+    assert torch.equal(base.state_dict()[stats], pretrained["MAE_encoder.encoder.first_conv.1.running_mean"])
+    bn_base = {
+        f"point_transformer.embeddings.patch_embeddings.{conv}.1.{s}": pretrained[f"MAE_encoder.encoder.{conv}.1.{s}"]
+        for conv in ("first_conv", "second_conv")
+        for s in ("running_mean", "running_var", "num_batches_tracked")
+    }
+    reference = hand_placed_pointgst(state, False, bn_base)
+    model = reload(tmp_path / "out")
+    pts = cloud(seed=3)
+    with torch.no_grad():
+        torch.testing.assert_close(model(points=pts).logits, reference(points=pts).logits, atol=0, rtol=0)
+        with model.disable_adapter():  # the base alone runs on the pre-trained statistics
+            plain = model(points=pts).logits
+        torch.testing.assert_close(plain, base.eval()(points=pts).logits, atol=0, rtol=0)
+    assert "every frozen tensor checked equal" in converted.report.summary()
+
+    pretrained["MAE_encoder.blocks.blocks.1.mlp.fc1.weight"] += 1e-3  # not the checkpoint it was fine-tuned from
+    with pytest.raises(
+        ValueError, match=r"differ.*blocks\.blocks\.1\.mlp\.fc1\.weight|fc1\.weight.*not the checkpoint"
+    ):
+        convert_pointgst_checkpoint(
+            checkpoint(state), pretrained=checkpoint(pretrained), method_options={"local_size": 8}, **SIZES
+        )
+
+
+def test_pointgst_sizes_are_refused_not_guessed(tmp_path):
+    ckpt = checkpoint(pointgst_state())
+    with pytest.raises(ValueError, match=r"--num-groups N, --group-size N, --num-points N.*--official-config"):
+        convert_pointgst_checkpoint(ckpt, method_options={"local_size": 8})
+    with pytest.raises(ValueError, match=r"local_size.*--method-option local_size=N"):
+        convert_pointgst_checkpoint(ckpt, **SIZES)
+    yaml = write_yaml(tmp_path / "wrong.yaml", cls_dim=40)  # a yaml of another run: 40 classes
+    with pytest.raises(ValueError, match=r"num_labels=40.*tensors say num_labels=5"):
+        convert_pointgst_checkpoint(ckpt, official_config=yaml, method_options={"local_size": 8})
+
+
+def test_pointgst_checkpoint_refused_as_a_backbone(tmp_path, capsys):
+    from hf_point_peft.cli import main
+    from hf_point_peft.models.point_transformer.convert_point_transformer import convert_point_transformer_checkpoint
+
+    ckpt = checkpoint(pointgst_state())
+    with pytest.raises(ValueError, match=r"PointGST fine-tuned checkpoint \(20 adapter tensors.*--from pointgst"):
+        convert_point_transformer_checkpoint(ckpt, "point-mae", **SIZES)
+    torch.save(ckpt, tmp_path / "pgst.pth")
+    args = ["convert", "--from", "point-mae", str(tmp_path / "pgst.pth"), "--out", str(tmp_path / "x"), "--num-groups"]
+    assert main([*args, "16", "--group-size", "8", "--num-points", "256"]) == 2
+    assert "--from pointgst" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_backbone_converter_refuses_unknown_sizes(tmp_path):
+    from hf_point_peft.models.point_transformer.convert_point_transformer import convert_point_transformer_checkpoint
+
+    state = random_state(point_mae_finetune(W, 1, CLASSES), seed=4)
+    with pytest.raises(ValueError, match=r"num_groups, group_size, num_points cannot be read.*--num-groups N"):
+        convert_point_transformer_checkpoint(checkpoint(state), "point-mae")
+    yaml = write_yaml(tmp_path / "finetune.yaml", "PointTransformer", depth=1)
+    model, report = convert_point_transformer_checkpoint(checkpoint(state), "point-mae", official_config=yaml)
+    assert (model.config.num_groups, model.config.group_size, model.config.num_points) == (16, 8, 256)
+    assert "num_groups=16 from the official config" in report.summary()
+    odd = random_state(point_mae_finetune(200, 1, CLASSES), seed=5)  # no released model is 200 wide
+    with pytest.raises(ValueError, match=r"num_attention_heads cannot be read.*--num-heads N"):
+        convert_point_transformer_checkpoint(checkpoint(odd), "point-mae", **SIZES)
+    model, _ = convert_point_transformer_checkpoint(checkpoint(odd), "point-mae", num_attention_heads=5, **SIZES)
+    assert model.config.num_attention_heads == 5
