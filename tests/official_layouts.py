@@ -121,6 +121,21 @@ def pcsa(block: str, width: int, rank: int) -> list:
     return rows + [*norm(f"{a}.norm_ly1", rank), *norm(f"{a}.norm_ly2", rank)]
 
 
+def point_peft_block(block: str, width: int, prompts: int = 10) -> list:
+    """Point-PEFT's per-block additions (`Block` of MAE/models/Point_Mask_Rev_FT_scan_cp.py)."""
+    rows = [(f"{block}.prompt_embeddings", (prompts, width)), (f"{block}.ad_gate", (1,))]
+    rows += [*linear(f"{block}.cp_adapter.ln1", 8, width), *linear(f"{block}.cp_adapter.ln2", width, 8)]
+    for adapter in ("adapter", "adapter1"):
+        rows += [*linear(f"{block}.{adapter}.ln1", 16, width), *linear(f"{block}.{adapter}.ln2", width, 16)]
+    return rows + batch_norm(f"{block}.out_transform.0", width)
+
+
+def point_peft_shared(width: int, prompts: int = 10) -> list:
+    """The local attention and its norm shared by all blocks, and the prompt coordinates."""
+    rows = [*linear("blocks.attn1.qkv", 3 * 18, width, bias=False), *linear("blocks.attn1.proj", width, 18)]
+    return rows + [*norm("blocks.norm3", width), ("prompt_cor", (prompts, 3))]
+
+
 _MAE_TO_OURS = [
     (r"^cls_token$", "point_transformer.cls_embedding.token"),
     (r"^cls_pos$", "point_transformer.cls_embedding.position"),
@@ -152,7 +167,7 @@ def to_ours(state: dict, gpt: bool = False) -> dict:
     """The backbone part of an official state dict under this project's module names (placed by hand)."""
     out = {}
     for key, value in state.items():
-        if "gft_adapter" in key or "increase_dim" in key:
+        if re.search(r"gft_adapter|increase_dim|prompt|cp_adapter|adapter|out_transform|ad_gate|attn1|norm3", key):
             continue
         for pattern, repl in _GPT_TO_OURS if gpt else _MAE_TO_OURS:
             key = re.sub(pattern, repl, key)

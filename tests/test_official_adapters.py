@@ -15,6 +15,8 @@ from official_layouts import (
     point_gpt_finetune,
     point_mae_finetune,
     point_mae_pretrain,
+    point_peft_block,
+    point_peft_shared,
     random_state,
     to_ours,
 )
@@ -25,10 +27,11 @@ from hf_point_peft import (
     PointGPTConfig,
     PointGPTForClassification,
     PointGSTConfig,
+    PointPromptConfig,
     PointTransformerConfig,
     PointTransformerForClassification,
 )
-from hf_point_peft.conversion import convert_pointgst_checkpoint
+from hf_point_peft.conversion import convert_point_prompt_checkpoint, convert_pointgst_checkpoint
 
 W, DEPTH, CLASSES, RANK = 384, 2, 5, 12
 SIZES = {"num_groups": 16, "group_size": 8, "num_points": 256}
@@ -211,3 +214,126 @@ def test_backbone_converter_refuses_unknown_sizes(tmp_path):
         convert_point_transformer_checkpoint(checkpoint(odd), "point-mae", **SIZES)
     model, _ = convert_point_transformer_checkpoint(checkpoint(odd), "point-mae", num_attention_heads=5, **SIZES)
     assert model.config.num_attention_heads == 5
+
+
+# ------------------------------------------------------------------------------------------------------ Point-PEFT
+PP_DEPTH = 7  # blocks 0-5 prompted, block 6 not: its prompts and cp_adapter are created but unused officially
+TUNED = ("attn.proj.bias", "mlp.fc1.bias", "mlp.fc2.bias", "norm1.bias", "norm2.bias")
+
+
+def point_peft_states(seed: int = 0) -> tuple[dict, dict, torch.Tensor]:
+    """(fine-tuned checkpoint, the pre-trained one it came from, the official bank [C, N]): the pre-trained
+    checkpoint shares every frozen tensor; biases, final norm and BatchNorm statistics differ."""
+    table = point_mae_finetune(W, PP_DEPTH, CLASSES) + point_peft_shared(W)
+    for n in range(PP_DEPTH):
+        table += point_peft_block(f"blocks.blocks.{n}", W)
+    fine_tuned = random_state(table, seed)
+    pretrained = random_state(point_mae_pretrain(W, PP_DEPTH), seed + 1)
+    for key in pretrained:
+        ours = key.removeprefix("MAE_encoder.")
+        tuned = ours.endswith(TUNED) or ours.startswith("norm.") or ours.endswith(("running_mean", "running_var"))
+        if key.startswith("MAE_encoder.") and not tuned and not key.endswith("num_batches_tracked"):
+            pretrained[key] = fine_tuned[ours].clone()
+    bank = torch.randn(W, 20, generator=torch.Generator().manual_seed(seed + 2))
+    return fine_tuned, pretrained, bank
+
+
+def hand_placed_point_prompt(ft: dict, pre: dict, bank: torch.Tensor) -> torch.nn.Module:
+    """Base = the pre-trained model; adapter = the official tensors by attribute, the deltas official minus
+    pre-trained, the fine-tuned BatchNorm statistics, the bank's columns as rows."""
+    config = PointTransformerConfig(
+        hidden_size=W,
+        num_hidden_layers=PP_DEPTH,
+        num_attention_heads=6,
+        num_labels=CLASSES,
+        fps_skip_sq_norm=1e-3,
+        **SIZES,
+    )
+    base = PointTransformerForClassification(config)
+    pre_ours = to_ours({k.removeprefix("MAE_encoder."): v for k, v in pre.items() if k.startswith("MAE_encoder.")})
+    base.load_state_dict({**to_ours(ft), **pre_ours}, strict=True)  # pre-trained wherever it has a value
+    peft_config = PointPromptConfig(prompt_layers=6, ga_num_anchors=8, ga_k=4, ga_attn_heads=6, bank_size=20)
+    model = get_peft_model(base, peft_config)
+    tuner, encoder = model.base_model, model.get_base_model().point_transformer
+    with torch.no_grad():
+        for n in range(PP_DEPTH):
+            layer, b = encoder.encoder.layers[n], f"blocks.blocks.{n}"
+            if n < 6:
+                tokens = layer.point_prompt_tokens["default"]
+                tokens.embedding.copy_(ft[f"{b}.prompt_embeddings"])
+                for ours, theirs in ((tokens.enhance.down, "ln1"), (tokens.enhance.up, "ln2")):
+                    ours.weight.copy_(ft[f"{b}.cp_adapter.{theirs}.weight"])
+                    ours.bias.copy_(ft[f"{b}.cp_adapter.{theirs}.bias"])
+            for adapter, official in (
+                (layer.point_prompt_mlp["default"], "adapter"),
+                (layer.point_prompt_out["default"], "adapter1"),
+            ):
+                for ours, theirs in ((adapter.down, "ln1"), (adapter.up, "ln2")):
+                    ours.weight.copy_(ft[f"{b}.{official}.{theirs}.weight"])
+                    ours.bias.copy_(ft[f"{b}.{official}.{theirs}.bias"])
+            bn = layer.point_prompt_ga_norm["default"]
+            for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+                getattr(bn, name).copy_(ft[f"{b}.out_transform.0.{name}"])
+            deltas = layer.point_prompt_bias["default"]
+            for field, official in zip(("proj", "fc1", "fc2", "norm1", "norm2"), TUNED):
+                getattr(deltas, field).copy_(ft[f"{b}.{official}"] - pre[f"MAE_encoder.{b}.{official}"])
+        final = encoder.norm.point_prompt_norm["default"]
+        final.weight.copy_(ft["norm.weight"] - pre["MAE_encoder.norm.weight"])
+        final.bias.copy_(ft["norm.bias"] - pre["MAE_encoder.norm.bias"])
+        geometry = tuner.point_prompt_geometry["default"]
+        geometry.norm.weight.copy_(ft["blocks.norm3.weight"])
+        geometry.norm.bias.copy_(ft["blocks.norm3.bias"])
+        geometry.attn.qkv.weight.copy_(ft["blocks.attn1.qkv.weight"])
+        geometry.attn.out.weight.copy_(ft["blocks.attn1.proj.weight"])
+        geometry.attn.out.bias.copy_(ft["blocks.attn1.proj.bias"])
+        tuner.point_prompt_coords["default"].copy_(ft["prompt_cor"])
+        tuner.point_prompt_bank["default"].copy_(bank.T)
+        for conv in ("first_conv", "second_conv"):
+            stats = getattr(encoder.embeddings.patch_embeddings, conv)[1]
+            stats.point_prompt_bn_running_mean["default"].copy_(ft[f"encoder.{conv}.1.running_mean"])
+            stats.point_prompt_bn_running_var["default"].copy_(ft[f"encoder.{conv}.1.running_var"])
+    return model.eval()
+
+
+def test_point_prompt_converts_and_computes_like_hand_placed(tmp_path):
+    ft, pre, bank = point_peft_states()
+    ckpt = checkpoint(ft)
+    torch.save(ckpt, tmp_path / "ckpt-best.pth")
+    torch.save(checkpoint(pre), tmp_path / "pretrain.pth")
+    torch.save(bank, tmp_path / "train_f_pos_shape_scan.pt")
+    yaml = write_yaml(tmp_path / "finetune_scan_hardest.yaml", "PointTransformer_best", depth=PP_DEPTH)
+    converted = convert_point_prompt_checkpoint(
+        tmp_path / "ckpt-best.pth",
+        pretrained=tmp_path / "pretrain.pth",
+        memory_bank=tmp_path / "train_f_pos_shape_scan.pt",
+        official_config=yaml,
+        output_dir=tmp_path / "out",
+    )
+    report = converted.report
+    assert_every_key_accounted(report, ckpt)
+    unused = {f"module.blocks.blocks.6.{k}" for k in ("prompt_embeddings", "cp_adapter.ln1.weight")}
+    assert unused <= set(report.dropped) and "used only in blocks 0-5" in report.dropped[unused.pop()]
+    assert all(f"module.blocks.blocks.{n}.ad_gate" in report.dropped for n in range(PP_DEPTH))
+    assert "official minus pre-trained" in report.used["module.blocks.blocks.3.mlp.fc2.bias"]
+    model = reload(tmp_path / "out")
+    reference = hand_placed_point_prompt(ft, pre, bank)
+    pts = cloud(seed=5)
+    with torch.no_grad():
+        torch.testing.assert_close(model(points=pts).logits, reference(points=pts).logits, atol=0, rtol=0)
+    base = PointTransformerForClassification.from_pretrained(tmp_path / "out" / "base")
+    bias = "point_transformer.encoder.layers.2.attn.proj.bias"
+    assert torch.equal(base.state_dict()[bias], pre["MAE_encoder.blocks.blocks.2.attn.proj.bias"])
+    config = json.loads((tmp_path / "out" / "adapter" / "adapter_config.json").read_text())
+    assert (config["prompt_layers"], config["ga_k"], config["ga_num_anchors"], config["bank_size"]) == (6, 4, 8, 20)
+    assert "§6.3" in (tmp_path / "out" / "adapter" / "README.md").read_text()
+
+
+def test_point_prompt_needs_pretrained_and_says_when_the_bank_is_missing():
+    ft, pre, _ = point_peft_states(seed=3)
+    with pytest.raises(ValueError, match=r"--pretrained"):
+        convert_point_prompt_checkpoint(checkpoint(ft), **SIZES)
+    converted = convert_point_prompt_checkpoint(checkpoint(ft), pretrained=checkpoint(pre), **SIZES)
+    assert "no memory bank" in converted.report.summary()
+    assert any("build_memory_bank" in d for d in converted.deviations)
+    with pytest.raises(ValueError, match="build_memory_bank"):
+        converted.model(points=cloud(batch=2))

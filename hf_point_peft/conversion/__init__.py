@@ -3,6 +3,13 @@ belong to): `convert_pointgst_checkpoint`, `convert_point_prompt_checkpoint`, `c
 `point-peft convert --from pointgst | point-prompt | any2point`."""
 
 from .common import ConvertedAdapter
+from .point_prompt import POINT_PROMPT_DEVIATIONS, convert_point_prompt_checkpoint
 from .pointgst import POINTGST_DEVIATIONS, convert_pointgst_checkpoint
 
-__all__ = ["POINTGST_DEVIATIONS", "ConvertedAdapter", "convert_pointgst_checkpoint"]
+__all__ = [
+    "POINTGST_DEVIATIONS",
+    "POINT_PROMPT_DEVIATIONS",
+    "ConvertedAdapter",
+    "convert_point_prompt_checkpoint",
+    "convert_pointgst_checkpoint",
+]

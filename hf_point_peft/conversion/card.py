@@ -3,8 +3,10 @@ official computation, and how to load it."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -14,20 +16,27 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from .common import ConvertedAdapter
 
-__all__ = ["ConversionCard", "write_conversion_card"]
+__all__ = ["ConversionCard", "MethodIdentity", "checkpoint_name", "point_load_code", "write_conversion_card"]
+
+
+@dataclass(frozen=True)
+class MethodIdentity:
+    """Who a converted adapter is: its peft tag, name, one-line description and the official code it came from."""
+
+    tag: str  # point_gst | point_prompt | any2point
+    name: str  # PointGST | Point-PEFT | Any2Point
+    description: str
+    official_code: str
 
 
 @dataclass
 class ConversionCard:
-    """What the card says besides the report: the method, the official code it came from, the checkpoint, the base
-    model class and its loading call, the input size, the deviations, and the command that made it."""
+    """What the card says besides the report: the method, the checkpoint, the loading snippet, the deviations and
+    the command that made it."""
 
-    method: str  # peft tag: point_gst | point_prompt | any2point
-    method_name: str  # PointGST | Point-PEFT | Any2Point
-    method_description: str
-    official_code: str
+    identity: MethodIdentity
     checkpoint: str
-    load_code: str  # the lines after `from peft import PeftModel` that load base + adapter and run it
+    load_code: str = ""  # the lines after `from peft import PeftModel` that load base + adapter and run it
     checkpoint_detail: str = ""
     deviations: list[str] = field(default_factory=list)
     command: str | None = None
@@ -42,15 +51,15 @@ def write_conversion_card(folder: Path, card: ConversionCard, converted: Convert
     data = ModelCardData(
         library_name="peft",
         license="apache-2.0",
-        tags=["point-cloud", "3d", "hf_point_peft", card.method, "converted-checkpoint"],
+        tags=["point-cloud", "3d", "hf_point_peft", card.identity.tag, "converted-checkpoint"],
     )
     command = card.command or "python " + " ".join(shlex.quote(a) for a in sys.argv)
     deviations = card.deviations or ["none: the adapter computes what the official model computes"]
     fields = {
-        "model_name": f"{card.method_name} adapter converted from {Path(card.checkpoint).name}",
-        "method_name": card.method_name,
-        "method_description": card.method_description,
-        "official_code": card.official_code,
+        "model_name": f"{card.identity.name} adapter converted from {Path(card.checkpoint).name}",
+        "method_name": card.identity.name,
+        "method_description": card.identity.description,
+        "official_code": card.identity.official_code,
         "checkpoint": card.checkpoint,
         "checkpoint_detail": card.checkpoint_detail,
         "base_text": f"`{base}` (written by the same conversion)" if base else "the base model it was converted with",
@@ -67,3 +76,19 @@ def write_conversion_card(folder: Path, card: ConversionCard, converted: Convert
     path = folder / "README.md"
     ModelCard.from_template(data, template_str=template, **fields).save(path)
     return path
+
+
+def checkpoint_name(checkpoint) -> str:
+    """How the card names a checkpoint: its path, or that it was given as a state dict."""
+    return "<in-memory state dict>" if isinstance(checkpoint, Mapping) else str(checkpoint)
+
+
+def point_load_code(base, output_dir: str | os.PathLike) -> str:
+    """The card's loading snippet for an adapter on a point backbone written to `output_dir/{base,adapter}`."""
+    cls = type(base).__name__
+    return (
+        f"from hf_point_peft import {cls}\n\n"
+        f"base = {cls}.from_pretrained({str(os.path.join(output_dir, 'base'))!r})\n"
+        f"model = PeftModel.from_pretrained(base, {str(os.path.join(output_dir, 'adapter'))!r}).eval()\n"
+        f"logits = model(points=torch.randn(1, {base.config.num_points}, 3)).logits"
+    )

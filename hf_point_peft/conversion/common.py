@@ -9,6 +9,7 @@ Every official key is used or dropped with a stated reason; a key no rule knows 
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from ..models.conversion import ConversionReport, load_official_state_dict, stri
 
 __all__ = [
     "ConvertedAdapter",
+    "PointMethodConversion",
     "OfficialState",
     "check_frozen_equal",
     "convert_backbone",
@@ -298,3 +300,70 @@ def fill_modules_to_save(peft_model: nn.Module, adapter: str) -> list[str]:
             module.modules_to_save[adapter].load_state_dict(module.original_module.state_dict())
             names.append(name)
     return names
+
+
+class PointMethodConversion:
+    """The steps PointGST and Point-PEFT share on a point backbone: read the checkpoint, convert its backbone part
+    (`base`), check it against the pre-trained checkpoint and give the base the pre-trained values of what the run
+    changed, wrap it (`inject`), then (`complete`) move the fine-tuned BatchNorm statistics into the adapter, fill
+    the modules_to_save copies, refuse leftover keys and write the folders."""
+
+    def __init__(self, checkpoint, source: str, what: str):
+        self.checkpoint, self.what = checkpoint, what
+        self.report = ConversionReport(source=source)
+        self.state = OfficialState(checkpoint, ["base_model."], self.report)
+        self.pretrained: dict[str, torch.Tensor] | None = None
+
+    def base(self, method_keys, gpt: bool, official_config, overrides: Mapping, pretrained, tuned=()) -> nn.Module:
+        """The HF base from the non-method keys. `tuned`: base keys the run trained in place (Point-PEFT's biases);
+        with `pretrained` the base gets the pre-trained values of those and of the BatchNorm statistics, and every
+        other backbone tensor is checked equal to the pre-trained one; `self.fine_tuned` keeps the official values."""
+        base, backbone_report = convert_backbone(
+            self.state.subset(lambda k: k not in method_keys), gpt, official_config, overrides, self.what
+        )
+        self.state.account(backbone_report)
+        self.ours_to_official = {ours: official for official, ours in backbone_report.used.items()}
+        own = base.state_dict()
+        self.fine_tuned = {**backbone_statistics(own), **{k: own[k].clone() for k in tuned}}
+        if pretrained is not None:
+            self.pretrained, source = pretrained_backbone(pretrained, base.config, self.what)
+            check_frozen_equal(own, self.pretrained, frozen_keys(own, tuned), self.what)
+            base.load_state_dict({k: self.pretrained[k] for k in self.fine_tuned}, strict=False)
+            changed = "BatchNorm statistics" + (" and the tuned tensors" if tuned else "")
+            self.report.notes.append(
+                f"--pretrained ({source}): every frozen tensor checked equal; the base has its {changed}, the adapter "
+                "the fine-tuned statistics" + (" and the deltas" if tuned else "")
+            )
+        else:
+            self.report.notes.append(
+                "no --pretrained: the base keeps the fine-tuned BatchNorm statistics too (the adapter carries its own "
+                "copy, so the adapter computes the same either way)"
+            )
+        self.base_model = base
+        return base
+
+    def inject(self, config, adapter_name: str, keep_base: bool) -> nn.Module:
+        from peft import get_peft_model
+
+        self.clean_base = copy.deepcopy(self.base_model) if keep_base else None
+        self.model = get_peft_model(self.base_model, config, adapter_name=adapter_name)
+        return self.model
+
+    def complete(self, adapter_name: str, deviations: list[str], output_dir, card) -> ConvertedAdapter:
+        only = " only" if self.pretrained is not None else " (and the base)"
+        for key in place_bn_statistics(self.model, self.fine_tuned, adapter_name):
+            self.report.used[self.ours_to_official[key]] = f"{key} -> the adapter's BatchNorm statistics{only}"
+        for name in fill_modules_to_save(self.model, adapter_name):
+            self.report.notes.append(f"{name}: trained in full by the official run; the adapter's copy holds it")
+        self.state.finish(self.what)
+        self.model.eval()
+        converted = ConvertedAdapter(self.model, self.report, deviations=list(deviations))
+        if output_dir is None:
+            return converted
+        from .card import point_load_code, write_conversion_card
+
+        card.deviations = converted.deviations
+        card.load_code = point_load_code(self.clean_base, output_dir)
+        return write_converted(
+            converted, output_dir, self.clean_base, lambda folder: write_conversion_card(folder, card, converted)
+        )

@@ -8,32 +8,23 @@ tokenizer's BatchNorm statistics moved during fine-tuning: they become the adapt
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 from collections.abc import Mapping
 
-from peft import get_peft_model
-
-from ..models.conversion import ConversionReport, official_sizes, resolve_sizes
+from ..models.conversion import official_sizes, resolve_sizes
 from ..tuners import PointGSTConfig
-from .card import ConversionCard, write_conversion_card
-from .common import (
-    ConvertedAdapter,
-    OfficialState,
-    backbone_statistics,
-    check_frozen_equal,
-    convert_backbone,
-    fill_modules_to_save,
-    frozen_keys,
-    place_bn_statistics,
-    pretrained_backbone,
-    write_converted,
-)
+from .card import ConversionCard, MethodIdentity, checkpoint_name
+from .common import ConvertedAdapter, PointMethodConversion
 
 __all__ = ["POINTGST_DEVIATIONS", "convert_pointgst_checkpoint"]
 
-OFFICIAL_CODE = "jerryfeng2003/PointGST: models/PointTransformer.py, models/PointGPT.py, models/PGST.py"
+IDENTITY = MethodIdentity(
+    "point_gst",
+    "PointGST",
+    "Point Cloud Spectral Adapters parallel to every block's FFN (arXiv 2410.08114)",
+    "jerryfeng2003/PointGST: models/PointTransformer.py, models/PointGPT.py, models/PGST.py",
+)
 # official PCSA sub-module -> ours: `norm_ly1` normalises the global branch, `norm_ly2` the local one
 _PCSA_PARTS = {"down": "down", "up": "up", "adapt1": "adapt1", "norm_ly1": "norm_g", "norm_ly2": "norm_l"}
 _ADAPTER_KEY = re.compile(r"blocks\.(?:blocks|layers)\.(\d+)\.gft_adapter\.(\w+)\.(weight|bias)")
@@ -68,8 +59,8 @@ def convert_pointgst_checkpoint(
     statistics and every frozen tensor is checked against it. With `output_dir`, writes `output_dir/adapter` and
     `output_dir/base`, so that `PeftModel.from_pretrained(base, adapter)` computes what the official model computed
     (up to `POINTGST_DEVIATIONS`)."""
-    report = ConversionReport(source="pointgst")
-    state = OfficialState(checkpoint, ["base_model."], report)
+    job = PointMethodConversion(checkpoint, "pointgst", "converting the PointGST checkpoint")
+    state, report = job.state, job.report
     adapter_keys = {k: _ADAPTER_KEY.fullmatch(k) for k in state if ".gft_adapter." in k}
     if not adapter_keys:
         raise ValueError(
@@ -77,16 +68,11 @@ def convert_pointgst_checkpoint(
             "pre-trained backbone with --from point-mae / point-bert / act / recon / pointgpt)"
         )
     gpt = "blocks.sos" in state
-    what = "converting the PointGST checkpoint"
-    base, backbone_report = convert_backbone(
-        state.subset(lambda k: k not in adapter_keys), gpt, official_config, backbone_overrides, what
-    )
-    state.account(backbone_report)
-    ours_to_official = {ours: official for official, ours in backbone_report.used.items()}
+    base = job.base(set(adapter_keys), gpt, official_config, backbone_overrides, pretrained)
     blocks = sorted({int(m.group(1)) for m in adapter_keys.values() if m})
     rank = state[f"blocks.{'layers' if gpt else 'blocks'}.{blocks[0]}.gft_adapter.down.weight"].shape[0]
     options = resolve_sizes(
-        what,
+        job.what,
         {"rank": rank},
         explicit=method_options,
         official=official_sizes(official_config, ("rank", "local_size")),
@@ -101,65 +87,17 @@ def convert_pointgst_checkpoint(
         "'combinatorial': --method-option laplacian=combinatorial), spectral_transform, distance_scale and "
         "pairwise_distance as the released code"
     )
-
-    base_stats = backbone_statistics(base.state_dict())  # the fine-tuned ones
-    if pretrained is not None:
-        pre_state, source = pretrained_backbone(pretrained, base.config, what)
-        own = base.state_dict()
-        check_frozen_equal(own, pre_state, frozen_keys(own), what)
-        base.load_state_dict({k: pre_state[k] for k in base_stats}, strict=False)
-        report.notes.append(
-            f"--pretrained ({source}): every frozen tensor checked equal; the base model has its "
-            "BatchNorm statistics, the adapter the fine-tuned ones"
-        )
-    else:
-        report.notes.append(
-            "no --pretrained: the base model keeps the fine-tuned BatchNorm statistics too (the "
-            "adapter carries its own copy, so the adapter computes the same either way)"
-        )
-    clean_base = copy.deepcopy(base) if output_dir is not None else None
-
-    model = get_peft_model(base, config, adapter_name=adapter_name)
+    model = job.inject(config, adapter_name, keep_base=output_dir is not None)
     layers = (model.get_base_model().point_gpt if gpt else model.get_base_model().point_transformer).encoder.layers
     for key, match in adapter_keys.items():
         if match is None or match.group(2) not in _PCSA_PARTS:
-            continue
+            continue  # left for `finish` to refuse
         n, part, param = int(match.group(1)), _PCSA_PARTS[match.group(2)], match.group(3)
         adapter = layers[n].point_gst_adapter[adapter_name]
         state.place(key, getattr(getattr(adapter, part), param), f"layers.{n}.point_gst_adapter.{part}.{param}")
-    for key in place_bn_statistics(model, base_stats, adapter_name):
-        official = ours_to_official[key]
-        where = "the adapter's BatchNorm statistics" + (" only" if pretrained is not None else " (and the base)")
-        report.used[official] = f"{key} -> {where}"
-    for name in fill_modules_to_save(model, adapter_name):
-        report.notes.append(f"{name}: trained in full by the official run; the adapter's copy holds its tensors")
-    state.finish(what)
-    model.eval()
-
-    converted = ConvertedAdapter(model, report, deviations=list(POINTGST_DEVIATIONS))
-    if output_dir is not None:
-        card = ConversionCard(
-            method="point_gst",
-            method_name="PointGST",
-            method_description="Point Cloud Spectral Adapters parallel to every block's FFN (arXiv 2410.08114)",
-            official_code=OFFICIAL_CODE,
-            checkpoint=str(checkpoint) if not isinstance(checkpoint, Mapping) else "<in-memory state dict>",
-            load_code=point_load_code(clean_base, output_dir),
-            deviations=converted.deviations,
-            command=command,
-        )
-        write_converted(
-            converted, output_dir, clean_base, lambda folder: write_conversion_card(folder, card, converted)
-        )
-    return converted
-
-
-def point_load_code(base, output_dir: str | os.PathLike) -> str:
-    """The card's loading snippet for an adapter on a point backbone written to `output_dir/{base,adapter}`."""
-    cls = type(base).__name__
-    return (
-        f"from hf_point_peft import {cls}\n\n"
-        f"base = {cls}.from_pretrained({str(os.path.join(output_dir, 'base'))!r})\n"
-        f"model = PeftModel.from_pretrained(base, {str(os.path.join(output_dir, 'adapter'))!r}).eval()\n"
-        f"logits = model(points=torch.randn(1, {base.config.num_points}, 3)).logits"
+    card = ConversionCard(
+        IDENTITY,
+        checkpoint=checkpoint_name(checkpoint),
+        command=command,
     )
+    return job.complete(adapter_name, POINTGST_DEVIATIONS, output_dir, card)
