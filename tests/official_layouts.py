@@ -173,3 +173,80 @@ def to_ours(state: dict, gpt: bool = False) -> dict:
             key = re.sub(pattern, repl, key)
         out[key] = value
     return out
+
+
+# ---------------------------------------------------------------------------------------------------- Any2Point
+
+
+def point_pn(prefix: str, width: int) -> list:
+    """Any2Point's Point-PN tokenizer (`EncP`): raw embedding, 3 stages of residual 1x1 Conv2d blocks (2, 1, 1),
+    widths width/4, /2, /1, hidden half the stage width, 32 in the last stage (`lastdim`)."""
+    e = width // 8
+    rows = [
+        *conv1d(f"{prefix}raw_point_embed.net.0", e, 3, bias=False),
+        *batch_norm(f"{prefix}raw_point_embed.net.1", e),
+    ]
+    for stage, (dim, hidden, blocks) in enumerate(((2 * e, e, 2), (4 * e, 2 * e, 1), (8 * e, 32, 1))):
+        for j in range(blocks):
+            b = f"{prefix}LGA_list.{stage}.linear2.{j}"
+            rows += [*conv2d(f"{b}.net1.0", hidden, dim), *batch_norm(f"{b}.net1.1", hidden)]
+            rows += [*conv2d(f"{b}.net2.0", dim, hidden), *batch_norm(f"{b}.net2.1", dim)]
+    return rows
+
+
+def any2point_adapter(
+    layers: str, width: int, depth: int, rank: int, views: int, view_kind: str, tokens: int, attn_dim: int = 12
+) -> list:
+    """Everything Any2Point trains except the head, under the official names without the `encoder.` prefix:
+    tokenizer, cls token / position, projection (tokenizer width != source width), per-view local attention and
+    norm, per-layer bottleneck `adapter` and BatchNorms `out_transform_3d` / `out_transform_{1d,2d}`, final norm."""
+    rows = point_pn("patch_embed.EncP.", tokens) + [("cls_token", (1, 1, width)), ("cls_pos", (1, 1, width))]
+    rows += linear("proj", width, tokens) if tokens != width else []
+    for v in range(views):
+        rows += [*linear(f"attn1.{v}.qkv", 3 * attn_dim, width), *linear(f"attn1.{v}.proj", width, attn_dim)]
+        rows += norm(f"norm3.{v}", width)
+    for n in range(depth):
+        b = f"{layers}.{n}"
+        rows += [*linear(f"{b}.adapter.ln1", rank, width), *linear(f"{b}.adapter.ln2", width, rank)]
+        rows += batch_norm(f"{b}.out_transform_3d.0", width)
+        for v in range(views):
+            rows += batch_norm(f"{b}.out_transform_{view_kind}.{v}.0", width)
+    return rows + norm("norm", width)
+
+
+def openpoints_head(width: int, classes: int) -> list:
+    """openpoints' ClsHead (ScanObjectNN folders): linear blocks without bias before BN, dropout in between."""
+    rows = [*linear("prediction.head.0.0", 256, 2 * width, bias=False), *batch_norm("prediction.head.0.1", 256)]
+    rows += [*linear("prediction.head.2.0", 256, 256, bias=False), *batch_norm("prediction.head.2.1", 256)]
+    return rows + linear("prediction.head.4.0", classes, 256)
+
+
+def source_layers_official(source: torch.nn.Module, kind: str) -> dict:
+    """The frozen source layers under the official Any2Point names (CLIP `resblocks` with fused in_proj; DINOv2 and
+    ImageBind timm-style `blocks` with fused qkv), taken from an HF source model."""
+    state, out = source.state_dict(), {}
+    layers = {"clip": "encoder.layers", "dinov2": "encoder.layer", "audio": "encoder.layers"}[kind]
+    depth = 1 + max(int(k.split(".")[2]) for k in state if k.startswith(layers + "."))
+    for n in range(depth):
+        p = f"{layers}.{n}."
+        if kind == "clip":
+            a = p + "self_attn."
+            o = f"resblocks.{n}."
+            out[o + "attn.in_proj_weight"] = torch.cat([state[f"{a}{q}_proj.weight"] for q in "qkv"])
+            out[o + "attn.in_proj_bias"] = torch.cat([state[f"{a}{q}_proj.bias"] for q in "qkv"])
+            pairs = {"attn.out_proj": "self_attn.out_proj", "ln_1": "layer_norm1", "ln_2": "layer_norm2"}
+            pairs.update({"mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"})
+        else:
+            a = p + "attention."
+            o = f"blocks.{n}."
+            out[o + "attn.qkv.weight"] = torch.cat([state[f"{a}{q}_proj.weight"] for q in "qkv"])
+            out[o + "attn.qkv.bias"] = torch.cat([state[f"{a}{q}_proj.bias"] for q in "qkv"])
+            pairs = {"norm1": "norm1", "attn.proj": "attention.o_proj", "norm2": "norm2", "mlp.fc1": "mlp.fc1"}
+            pairs["mlp.fc2"] = "mlp.fc2"
+            if kind == "dinov2":
+                out[o + "ls1.gamma"] = state[p + "layer_scale1.lambda1"]
+                out[o + "ls2.gamma"] = state[p + "layer_scale2.lambda1"]
+        for theirs, ours in pairs.items():
+            out[f"{o}{theirs}.weight"] = state[f"{p}{ours}.weight"]
+            out[f"{o}{theirs}.bias"] = state[f"{p}{ours}.bias"]
+    return {k: v.clone() for k, v in out.items()}

@@ -10,7 +10,10 @@ import json
 import pytest
 import torch
 from official_layouts import (
+    any2point_adapter,
     checkpoint,
+    head,
+    openpoints_head,
     pcsa,
     point_gpt_finetune,
     point_mae_finetune,
@@ -18,12 +21,14 @@ from official_layouts import (
     point_peft_block,
     point_peft_shared,
     random_state,
+    source_layers_official,
     to_ours,
 )
 from peft import PeftModel, get_peft_model
 
 import hf_point_peft  # noqa: F401
 from hf_point_peft import (
+    Any2PointConfig,
     PointGPTConfig,
     PointGPTForClassification,
     PointGSTConfig,
@@ -31,7 +36,11 @@ from hf_point_peft import (
     PointTransformerConfig,
     PointTransformerForClassification,
 )
-from hf_point_peft.conversion import convert_point_prompt_checkpoint, convert_pointgst_checkpoint
+from hf_point_peft.conversion import (
+    convert_any2point_checkpoint,
+    convert_point_prompt_checkpoint,
+    convert_pointgst_checkpoint,
+)
 
 W, DEPTH, CLASSES, RANK = 384, 2, 5, 12
 SIZES = {"num_groups": 16, "group_size": 8, "num_points": 256}
@@ -337,3 +346,189 @@ def test_point_prompt_needs_pretrained_and_says_when_the_bank_is_missing():
     assert any("build_memory_bank" in d for d in converted.deviations)
     with pytest.raises(ValueError, match="build_memory_bank"):
         converted.model(points=cloud(batch=2))
+
+
+# ------------------------------------------------------------------------------------------------------- Any2Point
+SW, TOKENS, A2P_RANK, VIEWS = 48, 96, 6, 6  # source width, tokenizer width (official 768), rank, views
+SPEED = {"tokenizer_groups": [128, 64, 32], "knn_k": 16}  # smaller than the official 512/256/128 and 64-81 neighbours
+
+
+def tiny_source(kind: str, bias_kv: bool = True) -> torch.nn.Module:
+    from transformers import CLIPTextConfig, CLIPTextModel, Dinov2Config, Dinov2Model
+
+    from hf_point_peft.models.imagebind_audio import ImageBindAudioConfig, ImageBindAudioModel
+
+    torch.manual_seed(11)
+    sizes = {"hidden_size": SW, "intermediate_size": 4 * SW, "num_hidden_layers": 2, "num_attention_heads": 4}
+    if kind == "clip":
+        config = CLIPTextConfig(**sizes, max_position_embeddings=77, vocab_size=100, bos_token_id=0, eos_token_id=1)
+        model = CLIPTextModel(config)
+    elif kind == "dinov2":
+        model = Dinov2Model(Dinov2Config(**sizes, image_size=56, patch_size=14))
+        for layer in model.encoder.layer:  # LayerScale away from its constant init, so a mix-up shows
+            layer.layer_scale1.lambda1.data.uniform_(0.5, 1.5)
+            layer.layer_scale2.lambda1.data.uniform_(0.5, 1.5)
+    else:
+        model = ImageBindAudioModel(ImageBindAudioConfig(**sizes, num_mel_bins=32, target_length=36))
+        if not bias_kv:  # the same weights without the learned key / value tokens, as the official audio runs
+            plain = ImageBindAudioModel(
+                ImageBindAudioConfig(**sizes, num_mel_bins=32, target_length=36, add_bias_kv=False)
+            )
+            plain.load_state_dict(
+                {k: v for k, v in model.state_dict().items() if "bias_k" not in k and "bias_v" not in k}
+            )
+            model = plain
+    return model.eval()
+
+
+def any2point_state(kind: str, dataset: str, seed: int = 0) -> dict:
+    layers = "resblocks" if kind == "clip" else "blocks"
+    table = any2point_adapter(layers, SW, 2, A2P_RANK, VIEWS, "1d" if kind == "clip" else "2d", TOKENS)
+    table += openpoints_head(SW, CLASSES) if dataset == "scanobjectnn" else head("cls_head_finetune", 2 * SW, CLASSES)
+    state = {**random_state(table, seed), **source_layers_official(tiny_source(kind), kind)}
+    if dataset == "scanobjectnn":  # openpoints' BaseCls: the point ViT under `encoder.`
+        state = {(k if k.startswith("prediction.") else f"encoder.{k}"): v for k, v in state.items()}
+    return state
+
+
+def hand_placed_any2point(state: dict, kind: str, dataset: str) -> torch.nn.Module:
+    """The source + Any2Point with the paper's settings for this run and the official tensors placed by hand."""
+    sonn = dataset == "scanobjectnn"
+    st = {k.removeprefix("encoder."): v for k, v in state.items()}
+    extra = {"audio_grid_layout": "official_19x12"} if kind == "audio" else {}
+    if kind != "clip":
+        extra["pe_2d_official_reshape"] = True
+    paper = {"clip": "clip", "dinov2": "dinov2", "audio": "audio"}[kind]
+    config = Any2PointConfig.from_paper(
+        paper,
+        dataset,
+        num_labels=CLASSES,
+        adapter_rank=A2P_RANK,
+        num_views=VIEWS,
+        local_attn_dim=12,
+        tokenizer_width=TOKENS,
+        final_norm_eps=1e-6 if sonn else 1e-5,
+        **SPEED,
+        **extra,
+    )
+    model = get_peft_model(tiny_source(kind, bias_kv=False), config)
+    tuner = model.base_model
+    with torch.no_grad():
+        tokenizer = tuner.any2point_tokenizer["default"]
+        tok = {k.removeprefix("patch_embed.EncP."): v for k, v in st.items() if k.startswith("patch_embed.")}
+        ours = {"raw.0.weight": tok["raw_point_embed.net.0.weight"]}
+        ours.update(
+            {
+                f"raw.1.{k}": tok[f"raw_point_embed.net.1.{k}"]
+                for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+            }
+        )
+        for key, value in tok.items():
+            if key.startswith("LGA_list."):
+                _, stage, _, block, rest = key.split(".", 4)
+                ours[f"stages.{stage}.blocks.{block}.{rest}"] = value.squeeze(-1) if value.dim() == 4 else value
+        tokenizer.load_state_dict(ours, strict=True)
+        tuner.any2point_proj["default"].load_state_dict({"weight": st["proj.weight"], "bias": st["proj.bias"]})
+        tuner.any2point_cls["default"].token.copy_(st["cls_token"])
+        tuner.any2point_cls["default"].position.copy_(st["cls_pos"])
+        for v in range(VIEWS):
+            attn = tuner.any2point_local_attn["default"][v]
+            attn.qkv.weight.copy_(st[f"attn1.{v}.qkv.weight"])
+            attn.qkv.bias.copy_(st[f"attn1.{v}.qkv.bias"])
+            attn.out.weight.copy_(st[f"attn1.{v}.proj.weight"])
+            attn.out.bias.copy_(st[f"attn1.{v}.proj.bias"])
+            tuner.any2point_view_norm["default"][v].load_state_dict(
+                {"weight": st[f"norm3.{v}.weight"], "bias": st[f"norm3.{v}.bias"]}
+            )
+        tuner.any2point_final_norm["default"].load_state_dict({"weight": st["norm.weight"], "bias": st["norm.bias"]})
+        head_ = tuner.any2point_head["default"]
+        bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+        if sonn:  # official input [max; cls], ours [cls; max]
+            w = st["prediction.head.0.0.weight"]
+            head_[0].weight.copy_(torch.cat([w[:, SW:], w[:, :SW]], dim=1))
+            head_[1].load_state_dict({k: st[f"prediction.head.0.1.{k}"] for k in bn})
+            head_[4].weight.copy_(st["prediction.head.2.0.weight"])
+            head_[5].load_state_dict({k: st[f"prediction.head.2.1.{k}"] for k in bn})
+            head_[8].load_state_dict({k: st[f"prediction.head.4.0.{k}"] for k in ("weight", "bias")})
+        else:  # biased linears: the bias moves into the next BatchNorm's running mean
+            for lin, norm_ in ((0, 1), (4, 5)):
+                head_[lin].weight.copy_(st[f"cls_head_finetune.{lin}.weight"])
+                stats = {k: st[f"cls_head_finetune.{norm_}.{k}"] for k in bn}
+                stats["running_mean"] = stats["running_mean"] - st[f"cls_head_finetune.{lin}.bias"]
+                head_[norm_].load_state_dict(stats)
+            head_[8].load_state_dict({k: st[f"cls_head_finetune.8.{k}"] for k in ("weight", "bias")})
+        layers = model.get_base_model().encoder.layer if kind == "dinov2" else model.get_base_model().encoder.layers
+        prefix = "resblocks" if kind == "clip" else "blocks"
+        for n, layer in enumerate(layers):
+            b = f"{prefix}.{n}"
+            layer.any2point_bottleneck["default"].down.load_state_dict(
+                {p: st[f"{b}.adapter.ln1.{p}"] for p in ("weight", "bias")}
+            )
+            layer.any2point_bottleneck["default"].up.load_state_dict(
+                {p: st[f"{b}.adapter.ln2.{p}"] for p in ("weight", "bias")}
+            )
+            norms = layer.any2point_norms["default"]
+            norms.voxel.load_state_dict({k: st[f"{b}.out_transform_3d.0.{k}"] for k in bn})
+            for v in range(VIEWS):
+                view = f"{b}.out_transform_{'1d' if kind == 'clip' else '2d'}.{v}.0"
+                norms.views[v].load_state_dict({k: st[f"{view}.{k}"] for k in bn})
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "kind,dataset", [("clip", "scanobjectnn"), ("dinov2", "modelnet40"), ("audio", "scanobjectnn")]
+)
+def test_any2point_converts_and_computes_like_hand_placed(kind, dataset, tmp_path):
+    state = any2point_state(kind, dataset)
+    ckpt = checkpoint(state, wrapper="model" if dataset == "scanobjectnn" else "base_model")
+    torch.save(ckpt, tmp_path / "ckpt_best.pth")
+    tiny_source(kind).save_pretrained(tmp_path / "source")
+    converted = convert_any2point_checkpoint(
+        tmp_path / "ckpt_best.pth", source=tmp_path / "source", method_options=SPEED, output_dir=tmp_path / "out"
+    )
+    report = converted.report
+    assert set(report.used) == set(ckpt["model" if dataset == "scanobjectnn" else "base_model"])
+    assert not report.dropped and not report.unrecognised
+    from transformers import AutoModel
+
+    model = PeftModel.from_pretrained(
+        AutoModel.from_pretrained(tmp_path / "out" / "base"), tmp_path / "out" / "adapter"
+    )
+    model.eval()
+    reference = hand_placed_any2point(state, kind, dataset)
+    pts = cloud(batch=2, n=256, seed=7)
+    with torch.no_grad():
+        torch.testing.assert_close(model(points=pts).logits, reference(points=pts).logits, atol=0, rtol=0)
+    config = json.loads((tmp_path / "out" / "adapter" / "adapter_config.json").read_text())
+    assert config["pe_2d_official_reshape"] == (kind != "clip") and config["init_weights"] is False
+    assert config["final_norm_eps"] == (1e-6 if dataset == "scanobjectnn" else 1e-5)
+    if kind == "audio":
+        assert config["audio_grid_layout"] == "official_19x12"
+        assert AutoModel.from_pretrained(tmp_path / "out" / "base").config.add_bias_kv is False
+    card = (tmp_path / "out" / "adapter" / "README.md").read_text()
+    assert "converted from an official checkpoint" in card and ("batch_first=False" in card) == (kind == "clip")
+
+
+def test_any2point_needs_the_source_it_was_trained_on():
+    state = any2point_state("dinov2", "modelnet40", seed=1)
+    with pytest.raises(ValueError, match="--source"):
+        convert_any2point_checkpoint(checkpoint(state))
+    with pytest.raises(ValueError, match="layers are dinov2's, but --source is a clip_text_model"):
+        convert_any2point_checkpoint(checkpoint(state), source=tiny_source("clip"), method_options=SPEED)
+    state["blocks.1.mlp.fc2.weight"] = state["blocks.1.mlp.fc2.weight"] + 1e-3
+    with pytest.raises(ValueError, match=r"differ from --source.*blocks\.1\.mlp\.fc2\.weight"):
+        convert_any2point_checkpoint(checkpoint(state), source=tiny_source("dinov2"), method_options=SPEED)
+
+
+def test_any2point_official_2d_lookup_is_the_scrambled_reshape():
+    """pe_2d(official_reshape=True) reads, per sample and view, the [W, G] block of the intended lookup as [G, W]
+    (a reshape, linear: the same holds for the mean over views); the cells do not change."""
+    from hf_point_peft.tuners.any2point.projection import pe_2d
+
+    grid = torch.randn(4, 5, 8, generator=torch.Generator().manual_seed(0))
+    centres = torch.randn(2, 6, 3, generator=torch.Generator().manual_seed(1)) * 0.3
+    for views in (1, 3):
+        clean = pe_2d(centres, grid, -1.4, views, 16, 16.0)
+        scrambled = pe_2d(centres, grid, -1.4, views, 16, 16.0, official_reshape=True)
+        torch.testing.assert_close(scrambled.pe, clean.pe.transpose(1, 2).reshape(2, 6, 8), atol=1e-6, rtol=1e-6)
+        assert not torch.allclose(scrambled.pe, clean.pe) and torch.equal(scrambled.cells, clean.cells)

@@ -2,6 +2,7 @@
 belong to): `convert_pointgst_checkpoint`, `convert_point_prompt_checkpoint`, `convert_any2point_checkpoint`, behind
 `point-peft convert --from pointgst | point-prompt | any2point`."""
 
+from .any2point import any2point_deviations, convert_any2point_checkpoint
 from .common import ConvertedAdapter
 from .point_prompt import POINT_PROMPT_DEVIATIONS, convert_point_prompt_checkpoint
 from .pointgst import POINTGST_DEVIATIONS, convert_pointgst_checkpoint
@@ -10,6 +11,8 @@ __all__ = [
     "POINTGST_DEVIATIONS",
     "POINT_PROMPT_DEVIATIONS",
     "ConvertedAdapter",
+    "any2point_deviations",
+    "convert_any2point_checkpoint",
     "convert_point_prompt_checkpoint",
     "convert_pointgst_checkpoint",
 ]
