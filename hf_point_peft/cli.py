@@ -13,21 +13,38 @@ from .data import AUGMENTATIONS
 __all__ = ["build_parser", "main"]
 
 CONVERT_SOURCES = ("point-mae", "point-bert", "act", "recon", "pointgpt")
+CONVERT_METHODS = ("pointgst", "point-prompt", "any2point")  # fine-tuned PEFT checkpoints -> adapter + base
 
 
 def _add_convert(sub) -> None:
     p = sub.add_parser(
         "convert",
-        help="convert an official checkpoint to a Hugging Face model folder",
+        help="convert an official checkpoint to a Hugging Face model folder or a PEFT adapter folder",
         description=(
-            "Read an official Point-MAE / Point-BERT / ACT / ReCon / PointGPT checkpoint (pre-trained or fine-tuned) "
-            "with torch.load(weights_only=True), map every key explicitly, and write config.json + model.safetensors "
-            "+ conversion_report.txt. Keys the model does not use are reported; a shape that does not fit is refused."
+            "Read an official checkpoint with torch.load(weights_only=True), map every key explicitly and write "
+            "conversion_report.txt beside the weights. Backbones (Point-MAE / Point-BERT / ACT / ReCon / PointGPT, "
+            "pre-trained or fine-tuned): config.json + model.safetensors in --out. Fine-tuned PointGST / Point-PEFT / "
+            "Any2Point checkpoints: --out/adapter (the PEFT adapter with a model card) and --out/base (the base model "
+            "it belongs to). Sizes no tensor holds come from --official-config or the flags, never from a guess; a "
+            "shape that does not fit is refused."
         ),
     )
     p.add_argument("checkpoint", help="path to the official .pth checkpoint")
-    p.add_argument("--from", dest="source", required=True, choices=CONVERT_SOURCES, help="which official code made it")
+    p.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        choices=CONVERT_SOURCES + CONVERT_METHODS,
+        help="which official code made it",
+    )
     p.add_argument("--out", required=True, help="output folder (created)")
+    m = p.add_argument_group("fine-tuned PEFT checkpoints (--from pointgst / point-prompt / any2point)")
+    m.add_argument("--pretrained", help="the pre-trained checkpoint it was fine-tuned from (required for point-prompt)")
+    m.add_argument("--memory-bank", help="point-prompt: the official memory bank file ([C, N], train_f_*.pt)")
+    m.add_argument("--source-model", help="any2point: the source model folder / Hub id the run started from")
+    m.add_argument(
+        "--method-option", action="append", metavar="KEY=VALUE", help="adapter config field, e.g. local_size=32"
+    )
     p.add_argument(
         "--task",
         default="classification",
@@ -78,6 +95,12 @@ def _run_convert(args: argparse.Namespace) -> int:
         overrides["official_config"] = args.official_config
     if args.exact_fps == "off":
         overrides["fps_skip_sq_norm"] = None
+    if args.source in CONVERT_METHODS:
+        return _convert_method(args, overrides)
+    if args.pretrained or args.memory_bank or args.source_model or args.method_option:
+        raise ValueError(
+            "--pretrained, --memory-bank, --source-model and --method-option are for fine-tuned PEFT checkpoints"
+        )
     if args.source == "pointgpt":
         from .models.point_gpt.convert_point_gpt import convert_point_gpt_checkpoint
 
@@ -94,6 +117,35 @@ def _run_convert(args: argparse.Namespace) -> int:
         )
     print(report.summary())
     print(f"wrote {args.out}")
+    return 0
+
+
+def _convert_method(args: argparse.Namespace, overrides: dict) -> int:
+    from .conversion import METHOD_CONVERTERS
+
+    options = {"method_options": _key_values(args.method_option, "--method-option"), "command": _command_line(args)}
+    for flag, value, method in (
+        ("--memory-bank", args.memory_bank, "point-prompt"),
+        ("--source-model", args.source_model, "any2point"),
+    ):
+        if value is not None and args.source != method:
+            raise ValueError(f"{flag} is for --from {method}, not --from {args.source}")
+    if args.source == "any2point":
+        if set(overrides) - {"official_config"}:
+            raise ValueError(f"--from any2point reads every size from the checkpoint and --source-model: {overrides}")
+        options["source"] = args.source_model
+        if args.pretrained:
+            raise ValueError("--pretrained is not used by --from any2point: the source model is --source-model")
+    else:
+        options["pretrained"] = args.pretrained
+    if args.source == "point-prompt":
+        options["memory_bank"] = args.memory_bank
+    converted = METHOD_CONVERTERS[args.source](args.checkpoint, output_dir=args.out, **options, **overrides)
+    print(converted.report.summary())
+    print("deliberate deviations from the official computation:")
+    for deviation in converted.deviations:
+        print(f"  - {deviation}")
+    print(f"wrote {converted.adapter_dir} and {converted.base_dir}")
     return 0
 
 

@@ -511,12 +511,12 @@ def test_any2point_converts_and_computes_like_hand_placed(kind, dataset, tmp_pat
 
 def test_any2point_needs_the_source_it_was_trained_on():
     state = any2point_state("dinov2", "modelnet40", seed=1)
-    with pytest.raises(ValueError, match="--source"):
+    with pytest.raises(ValueError, match="--source-model"):
         convert_any2point_checkpoint(checkpoint(state))
-    with pytest.raises(ValueError, match="layers are dinov2's, but --source is a clip_text_model"):
+    with pytest.raises(ValueError, match="layers are dinov2's, but --source-model is a clip_text_model"):
         convert_any2point_checkpoint(checkpoint(state), source=tiny_source("clip"), method_options=SPEED)
     state["blocks.1.mlp.fc2.weight"] = state["blocks.1.mlp.fc2.weight"] + 1e-3
-    with pytest.raises(ValueError, match=r"differ from --source.*blocks\.1\.mlp\.fc2\.weight"):
+    with pytest.raises(ValueError, match=r"differ from --source-model.*blocks\.1\.mlp\.fc2\.weight"):
         convert_any2point_checkpoint(checkpoint(state), source=tiny_source("dinov2"), method_options=SPEED)
 
 
@@ -532,3 +532,59 @@ def test_any2point_official_2d_lookup_is_the_scrambled_reshape():
         scrambled = pe_2d(centres, grid, -1.4, views, 16, 16.0, official_reshape=True)
         torch.testing.assert_close(scrambled.pe, clean.pe.transpose(1, 2).reshape(2, 6, 8), atol=1e-6, rtol=1e-6)
         assert not torch.allclose(scrambled.pe, clean.pe) and torch.equal(scrambled.cells, clean.cells)
+
+
+# ---------------------------------------------------------------------------------------------------- command line
+def test_cli_converts_each_method(tmp_path, capsys):
+    from hf_point_peft.cli import main
+
+    torch.save(checkpoint(pointgst_state(seed=4)), tmp_path / "pgst.pth")
+    yaml = write_yaml(tmp_path / "pgst.yaml", rank=RANK, local=8)
+    ft, pre, bank = point_peft_states(seed=5)
+    torch.save(checkpoint(ft), tmp_path / "ppeft.pth")
+    torch.save(checkpoint(pre), tmp_path / "pretrain.pth")
+    torch.save(bank, tmp_path / "bank.pt")
+    torch.save(checkpoint(any2point_state("clip", "scanobjectnn", seed=6), wrapper="model"), tmp_path / "a2p.pth")
+    tiny_source("clip").save_pretrained(tmp_path / "clip")
+    sizes = ["--num-groups", "16", "--group-size", "8", "--num-points", "256"]
+    speed = ["--method-option", "tokenizer_groups=[128, 64, 32]", "--method-option", "knn_k=16"]
+    runs = {
+        "pointgst": ["pgst.pth", "--official-config", yaml],
+        "point-prompt": [
+            "ppeft.pth",
+            "--pretrained",
+            str(tmp_path / "pretrain.pth"),
+            "--memory-bank",
+            str(tmp_path / "bank.pt"),
+            *sizes,
+        ],
+        "any2point": ["a2p.pth", "--source-model", str(tmp_path / "clip"), *speed],
+    }
+    for method, args in runs.items():
+        out = tmp_path / f"out-{method}"
+        assert main(["convert", "--from", method, str(tmp_path / args[0]), "--out", str(out), *args[1:]]) == 0
+        printed = capsys.readouterr().out
+        assert "tensors used" in printed and "deliberate deviations" in printed and "wrote" in printed
+        assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "conversion_report.txt"} <= {
+            p.name for p in (out / "adapter").iterdir()
+        }
+        assert (out / "base" / "config.json").is_file()
+        assert f"convert --from {method}" in (out / "adapter" / "README.md").read_text()  # the command is recorded
+
+    assert (
+        main(["convert", "--from", "point-prompt", str(tmp_path / "ppeft.pth"), "--out", str(tmp_path / "x"), *sizes])
+        == 2
+    )
+    assert "--pretrained" in capsys.readouterr().err
+    bad = [
+        "convert",
+        "--from",
+        "pointgst",
+        str(tmp_path / "pgst.pth"),
+        "--out",
+        str(tmp_path / "x"),
+        "--memory-bank",
+        "b",
+    ]
+    assert main(bad) == 2 and "--memory-bank is for --from point-prompt" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

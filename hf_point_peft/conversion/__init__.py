@@ -7,7 +7,14 @@ from .common import ConvertedAdapter
 from .point_prompt import POINT_PROMPT_DEVIATIONS, convert_point_prompt_checkpoint
 from .pointgst import POINTGST_DEVIATIONS, convert_pointgst_checkpoint
 
+METHOD_CONVERTERS = {
+    "pointgst": convert_pointgst_checkpoint,
+    "point-prompt": convert_point_prompt_checkpoint,
+    "any2point": convert_any2point_checkpoint,
+}
+
 __all__ = [
+    "METHOD_CONVERTERS",
     "POINTGST_DEVIATIONS",
     "POINT_PROMPT_DEVIATIONS",
     "ConvertedAdapter",

@@ -143,7 +143,7 @@ def convert_any2point_checkpoint(
     if source is None:
         raise ValueError(
             f"{what}: the checkpoint holds the source's layers but not its position table or embeddings: pass "
-            "--source with the model the run started from (Python: source=...): CLIP ViT-L/14 text, DINOv2 "
+            "--source-model with the model the run started from (Python: source=...): CLIP ViT-L/14 text, DINOv2 "
             "ViT-B/14 or the ImageBind-Huge audio trunk (convert_imagebind_audio)"
         )
     report = ConversionReport(source="any2point")
@@ -156,12 +156,14 @@ def convert_any2point_checkpoint(
     if kind is None:
         raise ValueError(
             f"{what}: the official runs use CLIP text (clip_text_model), DINOv2 (dinov2) or ImageBind audio "
-            f"(imagebind_audio); --source is a {model.config.model_type!r}"
+            f"(imagebind_audio); --source-model is a {model.config.model_type!r}"
         )
     layer_prefix = "resblocks" if kind == "clip" else "blocks"
     found = "clip" if "resblocks.0.ln_1.weight" in state else "dinov2" if "blocks.0.ls1.gamma" in state else "audio"
     if found != kind:
-        raise ValueError(f"{what}: the checkpoint's layers are {found}'s, but --source is a {model.config.model_type}")
+        raise ValueError(
+            f"{what}: the checkpoint's layers are {found}'s, but --source-model is a {model.config.model_type}"
+        )
     folder = _FOLDERS[(kind, dataset)]
     report.notes.append(f"layout of the official {folder} folder ({dataset})")
     model = _official_source(model, kind, report)
@@ -219,7 +221,7 @@ def _official_source(model: nn.Module, kind: str, report) -> nn.Module:
     own = model.state_dict()
     plain.load_state_dict({k: v for k, v in own.items() if not k.endswith(("bias_k", "bias_v"))}, strict=True)
     report.notes.append(
-        "ImageBind audio: bias_k / bias_v of --source left out (the official Any2Point attention has none); the base "
+        "ImageBind audio: bias_k / bias_v of --source-model left out (the official Any2Point attention has none); the base "
         "is written with add_bias_kv=False"
     )
     return plain.eval()
@@ -244,7 +246,7 @@ def _check_source_layers(state: OfficialState, model: nn.Module, kind: str, pref
     depth = len(get_module(model, recipe.layers))
     found = 1 + max(int(k.split(".")[1]) for k in state if k.startswith(f"{prefix}."))
     if found != depth:
-        raise ValueError(f"{what}: the checkpoint has {found} layers, --source has {depth}")
+        raise ValueError(f"{what}: the checkpoint has {found} layers, --source-model has {depth}")
     differ = []
     for n in range(depth):
         for official, targets in _source_targets(kind, n, recipe.layers).items():
@@ -256,10 +258,10 @@ def _check_source_layers(state: OfficialState, model: nn.Module, kind: str, pref
             for (ours, _), part in zip(targets, parts):
                 if not torch.equal(part.float(), own[ours].float()):
                     differ.append(key)
-            state.used(key, " + ".join(t for t, _ in targets) + " (frozen source layer, equal to --source's)")
+            state.used(key, " + ".join(t for t, _ in targets) + " (frozen source layer, equal to --source-model's)")
     if differ:
         raise ValueError(
-            f"{what}: {len(set(differ))} frozen source tensors of the checkpoint differ from --source (e.g. "
+            f"{what}: {len(set(differ))} frozen source tensors of the checkpoint differ from --source-model (e.g. "
             f"{sorted(set(differ))[:3]}): pass the model the official run started from"
         )
 
