@@ -246,6 +246,11 @@ def _add_finetune(sub) -> None:
         ),
     )
     p.add_argument(
+        "--recipe",
+        metavar="NAME",
+        help="an official fine-tuning configuration (`point-peft recipes` lists them); flags given here override it",
+    )
+    p.add_argument(
         "--method", choices=sorted(METHODS), default=job.method, help="fine-tuning method (default %(default)s)"
     )
     p.add_argument(
@@ -335,20 +340,44 @@ def _training_args(args):
     )
 
 
+def _apply_recipe(args: argparse.Namespace):
+    """Re-read the command line with the recipe's values as the finetune defaults, so that explicit flags win."""
+    from .training.recipes import get_recipe
+
+    recipe = get_recipe(args.recipe)
+    parser = build_parser()
+    choices = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    choices["finetune"].set_defaults(**recipe.flag_defaults())
+    reparsed = parser.parse_args(args.argv)
+    reparsed.argv = args.argv
+    if reparsed.backbone == choices["finetune"].get_default("backbone"):
+        if recipe.method == "any2point":
+            raise ValueError(f"recipe {recipe.name} fine-tunes {recipe.backbone}: pass its folder as --backbone")
+        print(f"note: recipe {recipe.name} fine-tunes {recipe.backbone}; pass its converted folder as --backbone")
+    return reparsed, recipe
+
+
 def _run_finetune(args: argparse.Namespace) -> int:
     from .training.job import FinetuneJob, run_finetune
 
+    recipe = None
+    if args.recipe:
+        args, recipe = _apply_recipe(args)
     job = FinetuneJob(
         method=args.method,
         backbone=args.backbone,
         dataset=args.dataset,
         data_path=args.data_path,
         dataset_options=_key_values(args.dataset_option, "--dataset-option"),
-        method_options=_key_values(args.method_option, "--method-option"),
-        model_options=_key_values(args.model_option, "--model-option"),
+        method_options={
+            **(recipe.method_options if recipe else {}),
+            **_key_values(args.method_option, "--method-option"),
+        },
+        model_options={**(recipe.model_options if recipe else {}), **_key_values(args.model_option, "--model-option")},
         training=_training_args(args),
         bank_options={k: v for k, v in (("max_size", args.bank_max_size), ("dtype", args.bank_dtype)) if v is not None},
         command=_command_line(args),
+        recipe=recipe.name if recipe else None,
     )
     run_finetune(job)
     return 0
@@ -585,7 +614,45 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-_REGISTRARS: list[Callable] = [_add_finetune, _add_evaluate, _add_pretrain, _add_convert, _add_push, _add_benchmark]
+def _add_recipes(sub) -> None:
+    p = sub.add_parser(
+        "recipes",
+        help="list the official fine-tuning configurations usable as `finetune --recipe NAME`",
+        description="The official PointGST / Point-PEFT / Any2Point fine-tuning runs as named recipes; --show NAME "
+        "prints one in full (settings, the configuration it restates, what this project cannot reproduce).",
+    )
+    p.add_argument("--show", metavar="NAME", help="print one recipe in full (JSON)")
+    p.set_defaults(func=_run_recipes)
+
+
+def _run_recipes(args: argparse.Namespace) -> int:
+    from .training.recipes import MISSING, RECIPES, get_recipe
+
+    if args.show:
+        print(json.dumps(get_recipe(args.show).describe(), indent=2))
+        return 0
+    print(f"{'recipe':36} {'dataset':24} {'epochs':>6} {'lr':>7} {'batch':>5} {'points':>6}  augmentation")
+    for r in RECIPES.values():
+        print(
+            f"{r.name:36} {r.dataset:24} {r.epochs:>6} {r.learning_rate:>7g} {r.batch_size:>5} {r.num_points:>6}  "
+            f"{r.augmentation}"
+        )
+    print("\nno official configuration (so no recipe):")
+    for what, why in MISSING.items():
+        print(f"  {what}: {why}")
+    print("\nusage: point-peft finetune --recipe NAME --backbone <converted official backbone> --data-path DIR")
+    return 0
+
+
+_REGISTRARS: list[Callable] = [
+    _add_finetune,
+    _add_evaluate,
+    _add_pretrain,
+    _add_convert,
+    _add_push,
+    _add_benchmark,
+    _add_recipes,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

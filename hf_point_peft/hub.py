@@ -107,6 +107,7 @@ def build_model_card(job, results: dict[str, Any], is_peft: bool, repo_id: str |
         "mixed precision": args.mixed_precision,
         "seed": args.seed,
         "method options": job.method_options or "defaults",
+        "recipe": getattr(job, "recipe", None) or "none",
     }
     trainable, total = results.get("trainable_parameters"), results.get("total_parameters")
     command = job.command or "python " + " ".join(shlex.quote(a) for a in sys.argv)
