@@ -111,6 +111,7 @@ def point_gpt_finetune(width: int, depth: int, classes: int) -> list:
         rows += [*linear(f"{b}.attn.out_proj", width, width)]
         rows += [*linear(f"{b}.mlp.0", 4 * width, width), *linear(f"{b}.mlp.2", width, 4 * width)]
     rows += [*norm("blocks.ln_f", width), *norm("blocks.cls_norm", width), *conv1d("blocks.increase_dim.0", 24, width)]
+    rows += norm("norm", width)  # defined by the fine-tuning model, unused by its forward
     return rows + head("blocks.cls_head_finetune", 2 * width, classes)
 
 
@@ -167,7 +168,9 @@ def to_ours(state: dict, gpt: bool = False) -> dict:
     """The backbone part of an official state dict under this project's module names (placed by hand)."""
     out = {}
     for key, value in state.items():
-        if re.search(r"gft_adapter|increase_dim|prompt|cp_adapter|adapter|out_transform|ad_gate|attn1|norm3", key):
+        if re.search(r"gft_adapter|increase_dim|prompt|cp_adapter|adapter|out_transform|ad_gate|attn1|norm3", key) or (
+            gpt and key.startswith("norm.")
+        ):
             continue
         for pattern, repl in _GPT_TO_OURS if gpt else _MAE_TO_OURS:
             key = re.sub(pattern, repl, key)
