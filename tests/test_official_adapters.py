@@ -139,6 +139,7 @@ def test_pointgst_converts_and_computes_like_hand_placed(gpt, tmp_path):
     assert "degenerate_eps" in card and "import hf_point_peft" in card  # a deviation is listed; the snippet loads
     report = (tmp_path / "out" / "adapter" / "conversion_report.txt").read_text()
     assert "local_size=8 from the official config" in report
+    assert all(f"  {key} -> " in report or f"  {key}: " in report for key in ckpt["base_model"])  # every key, where
 
 
 def test_pointgst_pretrained_puts_statistics_in_the_adapter(tmp_path):

@@ -188,7 +188,7 @@ def write_converted(
     model (a copy taken before the adapter was injected) that the adapter's `base_model_name_or_path` names. Each
     folder is written atomically; nothing is written before the conversion has succeeded."""
     output_dir = Path(output_dir)
-    report_text = converted.report.summary() + "\n"
+    report_text = converted.report.full_text()
     if base is not None:
 
         def write_base(folder: Path) -> None:

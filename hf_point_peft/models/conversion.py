@@ -118,6 +118,15 @@ class ConversionReport:
             lines.append(f"  freshly initialised: {_preview(self.missing)}")
         return "\n".join(lines)
 
+    def full_text(self) -> str:
+        """The summary, then every key: official -> where it went, or why it was dropped (the report file)."""
+        lines = [self.summary(), "", f"used ({len(self.used)}):"]
+        lines += [f"  {key} -> {target}" for key, target in self.used.items()]
+        lines += ["", f"dropped ({len(self.dropped)}):"] + [f"  {k}: {why}" for k, why in self.dropped.items()]
+        if self.unrecognised:
+            lines += ["", f"unrecognised ({len(self.unrecognised)}):"] + [f"  {k}" for k in self.unrecognised]
+        return "\n".join(lines) + "\n"
+
 
 def _preview(keys: list[str], limit: int = 6) -> str:
     shown = ", ".join(keys[:limit])
@@ -245,7 +254,7 @@ def save_converted(model, report: ConversionReport, output_dir: str | os.PathLik
 
     def write(folder: Path) -> None:
         model.save_pretrained(folder)
-        write_text_atomic(folder / "conversion_report.txt", report.summary() + "\n")
+        write_text_atomic(folder / "conversion_report.txt", report.full_text())
 
     return atomic_directory(output_dir, write)
 

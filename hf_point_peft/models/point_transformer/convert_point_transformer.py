@@ -212,7 +212,9 @@ def point_transformer_config_from_state_dict(
         inferred,
         explicit=overrides,
         official=official_sizes(official_config, _FROM_YAML),
-        conventions=head_conventions(width, "num_attention_heads", "decoder_num_attention_heads"),
+        conventions=head_conventions(
+            width, "num_attention_heads", *(("decoder_num_attention_heads",) if task != "classification" else ())
+        ),
         required=required,
         report=report,
     )
