@@ -509,6 +509,28 @@ def test_any2point_converts_and_computes_like_hand_placed(kind, dataset, tmp_pat
     assert "converted from an official checkpoint" in card and ("batch_first=False" in card) == (kind == "clip")
 
 
+def test_any2point_reads_the_official_yaml(tmp_path):
+    """The ScanObjectNN folders' yaml (`model.encoder_args`, `model.cls_args`) sets what the tensors cannot."""
+    state = any2point_state("clip", "scanobjectnn", seed=2)
+    encoder = f"embed_dim: {SW}\n    depth: 2\n    num_heads: 4\n    global_feat: max,cls\n    patchknn: 16\n"
+    encoder += (
+        f"    norm_args:\n      norm: 'ln'\n      eps: 1.0e-6\n    adapter_args:\n      adapter_dim: {A2P_RANK}\n"
+    )
+    yaml = tmp_path / "Any2Point.yaml"
+    body = f"model:\n  NAME: BaseCls\n  encoder_args:\n    NAME: PointViT\n    {encoder}    attn1d_dim: 0\n"
+    yaml.write_text(body + f"  cls_args:\n    NAME: ClsHead\n    num_classes: {CLASSES}\n    mlps: [256, 256]\n")
+    speed = {"tokenizer_groups": SPEED["tokenizer_groups"]}
+    converted = convert_any2point_checkpoint(
+        checkpoint(state, "model"), source=tiny_source("clip"), official_config=yaml, method_options=speed
+    )
+    config = converted.model.peft_config["default"]
+    assert (config.knn_k, config.adapter_rank, config.final_norm_eps) == (16, A2P_RANK, 1e-6)
+    assert "knn_k=16 from the official config" in converted.report.summary()
+    yaml.write_text(yaml.read_text().replace(f"adapter_dim: {A2P_RANK}", "adapter_dim: 16"))  # another run's yaml
+    with pytest.raises(ValueError, match="adapter_rank=16.*tensors say adapter_rank=6"):
+        convert_any2point_checkpoint(checkpoint(state, "model"), source=tiny_source("clip"), official_config=yaml)
+
+
 def test_any2point_needs_the_source_it_was_trained_on():
     state = any2point_state("dinov2", "modelnet40", seed=1)
     with pytest.raises(ValueError, match="--source-model"):

@@ -135,7 +135,8 @@ def _point_prompt() -> list[Recipe]:
             source="Ivan-Tang-3D/Point-PEFT MAE/cfgs/finetune_scan_hardest.yaml + MAE/tools/runner_cache_prompt.py",
             augmentation="scale",
             model_options={"num_groups": 128, "group_size": 32, "drop_path_rate": 0.1},
-            method_options={"mlp_adapter_rank": 16, "out_adapter_rank": 16, "ga_num_anchors": 64, "ga_k": 16},
+            # anchors and neighbours: half the groups and half the group size (None and 16 by default)
+            method_options={"mlp_adapter_rank": 16, "out_adapter_rank": 16, "cp_adapter_rank": 8},
             notes=(
                 _SCHEDULE_NOTE,
                 "The memory bank is built from the training split (all samples; the official bank dropped the last "
