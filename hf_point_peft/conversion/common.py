@@ -56,6 +56,7 @@ class OfficialState:
     def __init__(self, checkpoint, prefixes: list[str], report: ConversionReport):
         self.raw = load_official_state_dict(checkpoint)
         self.original = strip_prefixes(self.raw, prefixes)  # stripped -> original key
+        self._stripped = {original: stripped for stripped, original in self.original.items()}
         self.report = report
         self.pending = set(self.original)
 
@@ -84,13 +85,10 @@ class OfficialState:
     def account(self, report: ConversionReport) -> None:
         """Take over what another conversion (the backbone converter) did with some of these keys."""
         for original in [*report.used, *report.dropped]:
-            self.pending.discard(self._stripped(original))
+            self.pending.discard(self._stripped[original])
         self.report.used.update(report.used)
         self.report.dropped.update(report.dropped)
         self.report.notes += report.notes
-
-    def _stripped(self, original: str) -> str:
-        return next(k for k, v in self.original.items() if v == original)
 
     def place(self, key: str, target: torch.Tensor, where: str, transform: Callable | None = None) -> None:
         """Copy the official tensor `key` into `target` (a parameter or buffer of the PEFT model) after checking the
