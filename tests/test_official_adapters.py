@@ -224,6 +224,11 @@ def test_backbone_converter_refuses_unknown_sizes(tmp_path):
         convert_point_transformer_checkpoint(checkpoint(odd), "point-mae", **SIZES)
     model, _ = convert_point_transformer_checkpoint(checkpoint(odd), "point-mae", num_attention_heads=5, **SIZES)
     assert model.config.num_attention_heads == 5
+    from hf_point_peft.models.point_gpt.convert_point_gpt import convert_point_gpt_checkpoint
+
+    gpt = random_state(point_gpt_finetune(W, 1, CLASSES), seed=6)
+    with pytest.raises(ValueError, match=r"PointGPT checkpoint: num_groups, group_size, num_points cannot be read"):
+        convert_point_gpt_checkpoint(checkpoint(gpt), generator_num_hidden_layers=0)
 
 
 # ------------------------------------------------------------------------------------------------------ Point-PEFT
