@@ -77,7 +77,7 @@ def test_push_folder_uploads_adapter_and_card(tmp_path, captured):
 
 def test_cli_push_and_peft_push_to_hub(tmp_path, captured, capsys):
     model = adapter(tmp_path)
-    assert cli(["push", str(tmp_path / "adapter"), "user/cli-push"]) == 0
+    assert cli(["push", str(tmp_path / "adapter"), "user/cli-push", "--token", "hf_test"]) == 0  # a push needs one
     assert "pushed" in capsys.readouterr().out
     model.push_to_hub("user/peft-push")  # peft's own path goes through the same API
     files = captured["commits"][-1]["files"]

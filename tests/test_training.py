@@ -272,11 +272,11 @@ def _test_logits(adapter: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_bad_arguments_fail_clearly(backbone, tmp_path):
-    with pytest.raises(ValueError, match="invalid training argument epochs=0"):
+    with pytest.raises(ValueError, match="epochs=0: invalid training argument: must be >= 1"):
         run_finetune(job(backbone, tmp_path / "a", epochs=0), log=lambda *a: None)
-    with pytest.raises(ValueError, match="num_points 8 is below"):
+    with pytest.raises(ValueError, match="num_points=8: below the 16 points the backbone's grouping needs"):
         run_finetune(job(backbone, tmp_path / "b", num_points=8), log=lambda *a: None)
-    with pytest.raises(ValueError, match="unknown method 'adapterx'"):
+    with pytest.raises(ValueError, match="method='adapterx': unknown method"):
         run_finetune(job(backbone, tmp_path / "c", method="adapterx"), log=lambda *a: None)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -15,12 +16,33 @@ from accelerate.utils import set_seed
 from peft import PeftModel
 
 from ..data import load_point_dataset
+from ..errors import SettingError
 from .backbones import load_classifier, load_source, resolve_backbone
-from .checkpoint import atomic_directory, write_json_atomic
+from .checkpoint import atomic_directory, result_settings, write_json_atomic
 from .loop import TrainingArguments, train
 from .methods import SOURCE_METHODS, prepare_model
+from .preflight import check_finetune
+from .progress import format_duration
 
-__all__ = ["FinetuneJob", "load_trained", "run_finetune"]
+__all__ = ["FinetuneJob", "load_trained", "run_finetune", "run_settings"]
+
+logger = logging.getLogger(__name__)
+
+# what does not change a run's result: where and how it runs and reports, and how long (--epochs may grow on resume)
+_NOT_RESULT = (
+    "command",
+    "training",
+    "output_dir",
+    "epochs",
+    "eval_batch_size",
+    "num_workers",
+    "resume",
+    "overwrite_output_dir",
+    "keep_checkpoints",
+    "cpu",
+    "progress",
+    "report_to",
+)
 
 
 @dataclass
@@ -40,6 +62,13 @@ class FinetuneJob:
     bank_options: dict[str, Any] = field(default_factory=dict)  # Point-PEFT: build_memory_bank(max_size=, dtype=)
 
 
+def run_settings(job: FinetuneJob) -> dict[str, Any]:
+    """Every setting of `job` that changes its result (seed, learning rate, batch size, points, method / dataset /
+    model options, data, ...): a resume must match them all."""
+    values = {**dataclasses.asdict(job), **dataclasses.asdict(job.training)}
+    return result_settings(values, _NOT_RESULT)
+
+
 def _manifest(job: FinetuneJob, model: torch.nn.Module, num_labels: int) -> dict[str, Any]:
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     return {
@@ -51,30 +80,33 @@ def _manifest(job: FinetuneJob, model: torch.nn.Module, num_labels: int) -> dict
         "dataset": job.dataset if job.data_path is None else f"{job.dataset}:{job.data_path}",
         "num_labels": num_labels,
         "trainable_parameter_names": sorted(n for n, p in model.named_parameters() if p.requires_grad),
+        "settings": run_settings(job),
     }
 
 
-def run_finetune(job: FinetuneJob, log=print) -> dict[str, Any]:
-    """Run the job; writes `<output_dir>/{adapter or model, metrics.json, learning_curves.png, checkpoints/}`."""
+def run_finetune(job: FinetuneJob, log=logger.info) -> dict[str, Any]:
+    """Run the job; writes `<output_dir>/{adapter or model, metrics.json, learning_curves.png, checkpoints/}`.
+    Every setting is checked first (`check_finetune`), before the data are read or anything is written."""
     start = time.perf_counter()
     args = job.training
+    check_finetune(job)
     data = load_point_dataset(job.dataset, job.data_path, **job.dataset_options)
     label_feature = data["train"].features["label"]
     names = list(label_feature.names)
     set_seed(args.seed)  # the new head and the adapters are initialised from the run's seed
     if job.method in SOURCE_METHODS:
-        model = load_source(job.backbone)
+        model = load_source(job.backbone, log=log)
         config = model.config
         model = prepare_model(job.method, model, num_labels=len(names), **job.method_options)
         needed = model.base_model.any2point_tokenizer[model.active_adapter].min_points
         if args.num_points < needed:
-            raise ValueError(f"num_points {args.num_points} is below what Any2Point's tokenizer needs ({needed})")
+            raise SettingError("num_points", args.num_points, f"below what Any2Point's tokenizer needs ({needed})")
     else:
-        model = load_classifier(job.backbone, len(names), dict(enumerate(names)), **job.model_options)
+        model = load_classifier(job.backbone, len(names), dict(enumerate(names)), log=log, **job.model_options)
         config = model.config
         needed = max(config.num_groups, config.group_size)
         if args.num_points < needed:
-            raise ValueError(f"num_points {args.num_points} is below what the backbone's grouping needs ({needed})")
+            raise SettingError("num_points", args.num_points, f"below what the backbone's grouping needs ({needed})")
         model = prepare_model(job.method, model, **job.method_options)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in (model.get_base_model() if isinstance(model, PeftModel) else model).parameters())
@@ -103,6 +135,7 @@ def run_finetune(job: FinetuneJob, log=print) -> dict[str, Any]:
             f"{100 * results['test_accuracy_at_best_validation_epoch']:.2f}%), protocol: {results['protocol']}"
         )
         log(f"trainable parameters: {trainable:,} of {total:,}; saved to {folder}")
+        log(f"total time {format_duration(time.perf_counter() - start)} (checks, data, model, training, saving)")
     accelerator.wait_for_everyone()
     return results
 
