@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import ModelCard
-from tiny import TINY
+from tiny import DATA, TINY, cli_args
 
 import hf_point_peft  # noqa: F401
 from hf_point_peft import PointTransformerConfig, PointTransformerModel
@@ -23,7 +23,6 @@ from hf_point_peft.training.checkpoint import atomic_directory, latest_checkpoin
 from hf_point_peft.training.job import FinetuneJob, run_finetune
 from hf_point_peft.training.loop import TrainingArguments
 
-DATA = {"train_per_class": 4, "test_per_class": 2, "num_points": 160}
 GST = {"rank": 4, "local_size": 8}
 
 
@@ -61,34 +60,6 @@ def job(backbone, out, method="pointgst", epochs=2, **training) -> FinetuneJob:
         method_options=GST if method == "pointgst" else {},
         training=TrainingArguments(**args),
     )
-
-
-def cli_args(backbone, out, *extra):
-    opts = [f"--dataset-option={k}={v}" for k, v in DATA.items()]
-    return [
-        "finetune",
-        "--backbone",
-        str(backbone),
-        "--output-dir",
-        str(out),
-        "--batch-size",
-        "8",
-        "--eval-batch-size",
-        "16",
-        "--num-points",
-        "128",
-        "--warmup-epochs",
-        "0.5",
-        "--lr",
-        "3e-3",
-        "--method-option",
-        "rank=4",
-        "--method-option",
-        "local_size=8",
-        "--no-progress",
-        *opts,
-        *extra,
-    ]
 
 
 def test_finetune_writes_adapter_card_metrics_and_curves(backbone, tmp_path):

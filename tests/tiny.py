@@ -19,6 +19,38 @@ TINY = {
 }
 
 
+DATA = {"train_per_class": 4, "test_per_class": 2, "num_points": 160}  # synthetic shapes: 60 + 30 small clouds
+
+
+def cli_args(backbone, out, *extra) -> list[str]:
+    """`point-peft finetune` of PointGST on a tiny backbone and the small synthetic split, 1 s an epoch."""
+    opts = [f"--dataset-option={k}={v}" for k, v in DATA.items()]
+    return [
+        "finetune",
+        "--backbone",
+        str(backbone),
+        "--output-dir",
+        str(out),
+        "--batch-size",
+        "8",
+        "--eval-batch-size",
+        "16",
+        "--num-points",
+        "128",
+        "--warmup-epochs",
+        "0.5",
+        "--lr",
+        "3e-3",
+        "--method-option",
+        "rank=4",
+        "--method-option",
+        "local_size=8",
+        "--no-progress",
+        *opts,
+        *extra,
+    ]
+
+
 def tiny_transformer(**kw) -> PointTransformerConfig:
     base = {**TINY, "decoder_num_hidden_layers": 1, "decoder_num_attention_heads": 4, "num_labels": 5}
     return PointTransformerConfig(**{**base, **kw})

@@ -48,6 +48,9 @@ def resolve_backbone(name: str) -> tuple[str, bool]:
 def _without_load_report() -> Iterator[None]:
     """transformers logs a table of every newly initialised tensor as a warning on each load, which reads like an
     error for the new head that fine-tuning always creates; `_report_new_weights` says it in one line instead."""
+    if logger.isEnabledFor(logging.DEBUG):  # asked for everything: transformers' own table too
+        yield
+        return
     report = logging.getLogger("transformers.modeling_utils")
     level = report.level
     report.setLevel(logging.ERROR)

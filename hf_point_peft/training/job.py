@@ -198,5 +198,6 @@ def load_trained(folder: str | os.PathLike, backbone: str | None = None):
     if num_labels is None:
         base = AutoModelForPointCloudClassification.from_pretrained(base_name)
     else:
-        base = load_classifier(base_name, num_labels, dict(enumerate(names)) if names else None)
+        # the trained head comes with the adapter: the fresh one made here is replaced, not worth a message
+        base = load_classifier(base_name, num_labels, dict(enumerate(names)) if names else None, log=logger.debug)
     return PeftModel.from_pretrained(base, folder)
