@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import torch
 from huggingface_hub import CommitInfo, HfApi, ModelCard, RepoUrl
 from peft import get_peft_model
-from tiny import points, tiny_transformer
+from tiny import cache_hub_repo, points, tiny_transformer
 
 import hf_point_peft  # noqa: F401
 from hf_point_peft import PointGSTConfig, PointTransformerForClassification
@@ -92,12 +91,7 @@ def test_load_adapter_by_repo_id_from_offline_cache(tmp_path):
     with torch.no_grad():
         expected = model(points=x).logits
     torch.save(x, tmp_path / "x.pt")
-    commit = "a" * 40
-    repo = tmp_path / "hub" / "models--user--pointgst-cached"
-    snapshot = repo / "snapshots" / commit
-    shutil.copytree(tmp_path / "adapter", snapshot)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
+    cache_hub_repo(tmp_path / "hub", "user/pointgst-cached", tmp_path / "adapter")
     script = (
         "import torch, hf_point_peft\n"
         "from peft import PeftModel, PeftConfig\n"

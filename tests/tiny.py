@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import torch
 
 from hf_point_peft import PointGPTConfig, PointTransformerConfig
@@ -76,3 +79,13 @@ def no_dropout(model: torch.nn.Module) -> torch.nn.Module:
         if hasattr(m, "drop_prob"):
             m.drop_prob = 0.0
     return model
+
+
+def cache_hub_repo(hub_cache: Path, repo_id: str, folder: Path) -> None:
+    """Put `folder` into a Hugging Face cache (`HF_HUB_CACHE`) as the main revision of model repo `repo_id`, the
+    layout huggingface_hub reads with HF_HUB_OFFLINE=1: the Hub, served from a local folder."""
+    commit = "a" * 40
+    repo = Path(hub_cache) / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
