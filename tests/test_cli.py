@@ -403,3 +403,14 @@ def test_library_warnings_and_messages_show_with_debug(env, tmp_path, backbone):
     proc = point_peft(env, *cli_args(backbone, tmp_path / "run", "--epochs", "1", "--log-level", "debug"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "LOAD REPORT" in proc.stdout + proc.stderr  # transformers' own table, on request
+
+
+def test_elapsed_time_and_eta_read_at_a_glance(monkeypatch):
+    from hf_point_peft.training import progress
+
+    assert [progress.format_duration(s) for s in (4.25, 42, 185, 3720)] == ["4.2 s", "42 s", "3 min 05 s", "1 h 02 min"]
+    now = iter([100.0, 110.0, 130.0])
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(now))
+    clock = progress.Clock(total=4, first=1)  # a resumed run: units 1, 2, 3 left
+    assert clock.done(1) == "elapsed 10 s, ETA 20 s"
+    assert clock.done(3) == "elapsed 30 s"

@@ -292,7 +292,7 @@ def train(
         _main_log(accelerator)(
             f"epoch {epoch + 1}/{args.epochs}: train loss {record['train_loss']:.4f}, "
             f"val acc {100 * val['accuracy']:.2f}%, test acc {100 * test['accuracy']:.2f}% "
-            f"({clock.epoch_done(epoch)})"
+            f"({clock.done(epoch)})"
         )
 
     results = summarise(history, args, manifest)

@@ -173,9 +173,7 @@ def run_pretrain(job: PretrainJob, log=logger.info) -> dict[str, Any]:
         _save_checkpoint(accelerator, out / "checkpoints", epoch, manifest, history, job.keep_checkpoints)
         accelerator.log({k: v for k, v in history[-1].items() if k != "epoch"}, step=epoch + 1)
         if accelerator.is_main_process:
-            log(
-                f"epoch {epoch + 1}/{job.epochs}: Chamfer-L2 {history[-1]['train_loss']:.5f} ({clock.epoch_done(epoch)})"
-            )
+            log(f"epoch {epoch + 1}/{job.epochs}: Chamfer-L2 {history[-1]['train_loss']:.5f} ({clock.done(epoch)})")
     results = {
         "history": history,
         "final_loss": history[-1]["train_loss"],

@@ -20,20 +20,20 @@ def format_duration(seconds: float) -> str:
 
 
 class Clock:
-    """Times the epochs a process runs (`first` is where a resumed run starts) and extrapolates the remaining ones
-    from their mean: the estimate covers training and evaluation, not the final save."""
+    """Times the units of a job (epochs, or a benchmark's methods) that this process runs, `first` being where a
+    resumed run starts, and extrapolates the remaining ones from their mean: the estimate of an epoch covers its
+    training and evaluation, not the final save."""
 
-    def __init__(self, epochs: int, first: int = 0) -> None:
-        self.epochs, self.first = epochs, first
+    def __init__(self, total: int, first: int = 0) -> None:
+        self.total, self.first = total, first
         self.start = time.perf_counter()
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def epoch_done(self, epoch: int) -> str:
-        """`elapsed 1 min 02 s, ETA 3 min 10 s` after 0-based `epoch`."""
+    def done(self, index: int) -> str:
+        """`elapsed 1 min 02 s, ETA 3 min 10 s` once 0-based unit `index` is done (no ETA after the last)."""
         elapsed = self.elapsed()
-        done = epoch + 1 - self.first
-        left = (self.epochs - epoch - 1) * elapsed / max(1, done)
+        left = (self.total - index - 1) * elapsed / max(1, index + 1 - self.first)
         text = f"elapsed {format_duration(elapsed)}"
-        return f"{text}, ETA {format_duration(left)}" if epoch + 1 < self.epochs else text
+        return f"{text}, ETA {format_duration(left)}" if index + 1 < self.total else text
