@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import tiny
 import torch
-from tiny import TINY, cli_args
+from tiny import TINY, cache_hub_repo, cli_args
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "peft", "datasets", "accelerate", "hf_point_peft")
@@ -211,6 +211,15 @@ def test_settings_the_library_checks_are_refused_before_the_data_are_read(env, t
     untouched(env, out)
 
 
+def test_pretrain_settings_are_checked_before_the_data_are_read(env, tmp_path):
+    out = tmp_path / "pt"
+    run = ["pretrain", "--output-dir", str(out)]
+    one_line_error(point_peft(env, *run, "--model-option", "hiden_size=96"), 2, "--model-option hiden_size=96")
+    one_line_error(point_peft(env, *run, "--dataset", "modelnet40"), 2, "--data-path")
+    one_line_error(point_peft(env, *run, "--report-to", "mlflow"), 2, "--report-to mlflow", "pip install mlflow")
+    untouched(env, out)
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -381,6 +390,10 @@ def test_default_output_is_quiet_and_honest(env, tmp_path, backbone):
     evaluated = point_peft(env, "evaluate", str(out / "adapter"))
     assert evaluated.returncode == 0 and evaluated.stderr == "", evaluated.stderr[-3000:]
     assert evaluated.stdout.startswith(f"test accuracy {accuracy:.2f}%")
+    cache_hub_repo(tmp_path / "hub", "user/tiny-adapter", out / "adapter")  # the pushed adapter, in the Hub cache
+    from_hub = point_peft(env, "evaluate", "user/tiny-adapter", HF_HUB_CACHE=str(tmp_path / "hub"))
+    assert from_hub.returncode == 0 and from_hub.stderr == "", from_hub.stderr[-3000:]
+    assert from_hub.stdout.startswith(f"test accuracy {accuracy:.2f}%") and "user/tiny-adapter" in from_hub.stdout
 
 
 @pytest.mark.slow
