@@ -47,7 +47,7 @@ def check_output_file(path: str, flag: str) -> None:
 
 def check_input_file(path: str, what: str) -> None:
     if not Path(path).is_file():
-        raise CommandError(f"{what} {path}: {'a folder, not a file' if Path(path).is_dir() else 'no such file'}")
+        raise CommandError(f"{what} {path}: {'a folder, not a file' if Path(path).is_dir() else 'file not found'}")
 
 
 def _check_creatable(target: Path, path: str, flag: str) -> None:
