@@ -61,18 +61,19 @@ def farthest_point_sample(
         farthest = torch.randint(num_points, (batch,), generator=generator, device="cpu").to(device)
     else:
         raise ValueError(f"start must be 'first' or 'random', got {start!r}")
-    selected = torch.empty(batch, num_samples, dtype=torch.long, device=device)
     min_dist = torch.full((batch, num_points), float("inf"), dtype=comps.dtype, device=device)
     if skip_sq_norm is not None:
         # -inf never rises under the running minimum, so these points can only win when nothing else is left
-        min_dist.masked_fill_(comps.square().sum(0) <= skip_sq_norm, float("-inf"))
-    for i in range(num_samples):
-        selected[:, i] = farthest
+        min_dist = min_dist.masked_fill(comps.square().sum(0) <= skip_sq_norm, float("-inf"))
+    # functional updates only (no `out=` / in-place ops on the loop state): with the in-place form, torch.compile
+    # (inductor, torch 2.13) picked other centres than eager whenever a gather followed; this form is also faster
+    selected = []
+    for _ in range(num_samples):
+        selected.append(farthest)
         centre = comps.gather(2, farthest.view(1, batch, 1).expand(3, batch, 1))
-        dist = (comps - centre).square_().sum(0)
-        torch.minimum(min_dist, dist, out=min_dist)
+        min_dist = torch.minimum(min_dist, (comps - centre).square().sum(0))
         farthest = min_dist.argmax(dim=-1)
-    return selected
+    return torch.stack(selected, dim=1)
 
 
 def pairwise_sq_distances(query: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:

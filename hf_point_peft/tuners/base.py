@@ -18,6 +18,7 @@ from torch import nn
 
 from .backbones import find_module, get_backbone, model_width
 from .context import CentresContext, install_centres_hook, remove_centres_hooks
+from .keys import AdapterNameFreeKeys
 
 __all__ = ["InputDependentTuner", "PointTuner", "checkpointed", "suspended_checkpointing"]
 
@@ -91,8 +92,9 @@ class _BaseModelSnapshot:
             param.requires_grad_(flag)
 
 
-class InputDependentTuner(BaseTuner):
-    """A peft tuner whose adapters depend on the input: merging is refused early with a pointer to `unload()`, and
+class InputDependentTuner(AdapterNameFreeKeys, BaseTuner):
+    """A peft tuner whose adapters depend on the input: merging is refused early with a pointer to `unload()`, saved
+    keys do not depend on the adapter name and a key that does not load is an error (`keys.py`), and
     modules are swapped without peft's assumption that every wrapped module has a `weight`. If creating the tuner
     fails (a width or model-type mismatch, targets that match nothing, ...), the base model is put back exactly as
     it was, so a failed `get_peft_model` / `PeftModel.from_pretrained` leaves no wrapper or hook behind."""
