@@ -8,10 +8,10 @@ a shared context, refuses to merge (the methods depend on the input), and remove
 from __future__ import annotations
 
 import copy
-import itertools
 import re
 from contextlib import contextmanager
 
+import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, _ExcludedModule, check_target_module_exists
 from peft.utils.other import AuxiliaryTrainingWrapper
 from torch import nn
@@ -19,6 +19,8 @@ from torch import nn
 from .backbones import find_module, get_backbone, model_width
 from .context import CentresContext, install_centres_hook, remove_centres_hooks
 from .keys import AdapterNameFreeKeys
+from .mixed_batch import check_adapter_names, mixed_batch_hooks
+from .placement import TunerModulesFollowBase
 
 __all__ = ["InputDependentTuner", "PointTuner", "checkpointed", "suspended_checkpointing"]
 
@@ -92,7 +94,7 @@ class _BaseModelSnapshot:
             param.requires_grad_(flag)
 
 
-class InputDependentTuner(AdapterNameFreeKeys, BaseTuner):
+class InputDependentTuner(AdapterNameFreeKeys, TunerModulesFollowBase, BaseTuner):
     """A peft tuner whose adapters depend on the input: merging is refused early with a pointer to `unload()`, saved
     keys do not depend on the adapter name and a key that does not load is an error (`keys.py`), and
     modules are swapped without peft's assumption that every wrapped module has a `weight`. If creating the tuner
@@ -112,22 +114,33 @@ class InputDependentTuner(AdapterNameFreeKeys, BaseTuner):
             raise
 
     def _replace_module(self, parent, child_name, new_module, child) -> None:
-        """Swap `child` for `new_module`, placing new adapter weights on the wrapped module's device.
+        """Swap `child` for `new_module`. The layers place their own adapter weights when they create them (device
+        and dtype of the wrapped module, nothing on the meta device; `placement.py`).
 
-        peft's default copies `child.weight` onto unwrapped modules, which blocks, BatchNorm wrappers and the
-        weight-less modules_to_save of point models (the head Sequential, the cls-token module) do not have."""
+        peft's default copies `child.weight` onto a module without `base_layer`, which is what `unload()` puts back
+        here: a block or BatchNorm of the base, or a weight-less module (the head Sequential, the cls-token module)."""
         setattr(parent, child_name, new_module)
-        if hasattr(child, "base_layer"):
-            child = child.base_layer
-        reference = next(itertools.chain(child.parameters(), child.buffers()), None)
-        if reference is None:
-            return
-        for name, module in new_module.named_modules():
-            if self.prefix in name:
-                module.to(reference.device)
 
     def _check_merge_allowed(self):
         raise ValueError(_NOT_MERGEABLE.format(name=self.method_name))
+
+    @contextmanager
+    def _enable_peft_forward_hooks(self, *args, **kwargs):
+        """Mixed-adapter batches (`adapter_names=`, see `mixed_batch.py`); peft calls this around every forward."""
+        adapter_names = kwargs.get("adapter_names")
+        if adapter_names is None:
+            yield
+            return
+        if self.training:
+            raise ValueError(
+                "adapter_names (one adapter per sample) works for inference only: call model.eval() first; "
+                "training runs the active adapter on the whole batch"
+            )
+        points = kwargs.get("points", args[0] if args else None)
+        batch = points.shape[0] if isinstance(points, torch.Tensor) and points.dim() > 0 else None
+        names = check_adapter_names(adapter_names, list(self.peft_config), batch)
+        with mixed_batch_hooks(self.model, self.tuner_layer_cls, names):
+            yield
 
     def merge_and_unload(self, *args, **kwargs):
         raise ValueError(_NOT_MERGEABLE.format(name=self.method_name))
