@@ -10,6 +10,7 @@ from pathlib import Path
 from transformers import AutoConfig
 
 from ..models import AutoModelForPointCloudClassification
+from ..naming import EMBEDDED_SCHEME, MINILM_HUB_ID, resolve_base_name
 
 __all__ = ["EMBEDDED_BACKBONE", "embedded_backbone_path", "load_classifier", "load_source", "resolve_backbone"]
 
@@ -24,7 +25,10 @@ def embedded_backbone_path() -> Path:
 
 def resolve_backbone(name: str) -> tuple[str, bool]:
     """(path or Hub id, pretrained?) for "embedded", "scratch" (the embedded architecture, random weights), "minilm"
-    / "minilm-random" (Any2Point's offline language source), a folder or a Hub id."""
+    / "minilm-random" (Any2Point's offline language source), a portable name an adapter recorded
+    (`hf_point_peft:embedded/...`, see `naming.py`), a folder or a Hub id."""
+    if name.startswith(EMBEDDED_SCHEME) or name == MINILM_HUB_ID:
+        return resolve_base_name(name), True
     if name in ("minilm", "minilm-random"):
         from ..models.sources import minilm_path
 
@@ -59,8 +63,10 @@ def load_source(backbone: str):
     weights), or any folder / Hub id of a supported transformers model (loaded with `AutoModel`)."""
     from transformers import AutoModel
 
+    if backbone == MINILM_HUB_ID and resolve_base_name(backbone) != backbone:  # the installed copy, offline
+        backbone = "minilm"
     if backbone in ("minilm", "minilm-random"):
         from ..models.sources import load_minilm
 
         return load_minilm(pretrained=backbone == "minilm")
-    return AutoModel.from_pretrained(backbone)
+    return AutoModel.from_pretrained(resolve_base_name(backbone))

@@ -124,6 +124,39 @@ class InputDependentTuner(AdapterNameFreeKeys, TunerModulesFollowBase, BaseTuner
     def _check_merge_allowed(self):
         raise ValueError(_NOT_MERGEABLE.format(name=self.method_name))
 
+    one_adapter_per_forward = False  # Point-PEFT, Any2Point: their adapters cannot be active together
+
+    def set_adapter(self, adapter_name, inference_mode: bool = False) -> None:
+        names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
+        if len(names) > 1:
+            self._check_several_active(names)
+        super().set_adapter(adapter_name, inference_mode=inference_mode)
+
+    def _check_several_active(self, names: list[str]) -> None:
+        """Several active adapters must be able to share one forward; otherwise say what to do instead."""
+        serve = (
+            f"to serve one adapter per sample, keep one active and pass adapter_names=[...] (one of {names} per "
+            "sample) to the forward"
+        )
+        if self.one_adapter_per_forward:
+            raise ValueError(
+                f"{self.method_name} runs one adapter per forward, so {names} cannot be active together; {serve}"
+            )
+        owners: dict[str, list[str]] = {}
+        for module_name, module in self.model.named_modules():
+            if isinstance(module, AuxiliaryTrainingWrapper):
+                for name in names:
+                    if name in module.modules_to_save:
+                        owners.setdefault(name, []).append(module_name.rsplit(".", 1)[-1])
+        if len(owners) > 1:
+            modules = sorted({m for found in owners.values() for m in found})
+            raise ValueError(
+                f"adapters {sorted(owners)} each train their own copy of {modules} (modules_to_save), and one forward "
+                f"can use one copy only. To run {names} together, create them with modules_to_save=[] (their "
+                f"{self.method_name} contributions add up and share the base's head), or train one adapter with the "
+                f"head and the others with modules_to_save=[]; {serve}"
+            )
+
     @contextmanager
     def _enable_peft_forward_hooks(self, *args, **kwargs):
         """Mixed-adapter batches (`adapter_names=`, see `mixed_batch.py`); peft calls this around every forward."""
@@ -181,6 +214,14 @@ class PointTuner(InputDependentTuner):
                 f"this {self.method_name} adapter was made for a {peft_config.base_model_type!r} base, but the model is "
                 f"{model_type!r}"
             )
+        labels = len(model_config.get("id2label") or {}) or None
+        saves_head = any(str(m).split(".")[-1] == "classifier" for m in peft_config.modules_to_save or [])
+        if saves_head and None not in (labels, peft_config.base_num_labels) and labels != peft_config.base_num_labels:
+            raise ValueError(
+                f"this {self.method_name} adapter trains its own {peft_config.base_num_labels}-class head "
+                f"(modules_to_save), but the base has a {labels}-class head: load the base with "
+                f"num_labels={peft_config.base_num_labels}"
+            )
         if backbone is None and (peft_config.target_modules is None or peft_config.tokenizer_module is None):
             from .backbones import POINT_BACKBONES
 
@@ -201,6 +242,7 @@ class PointTuner(InputDependentTuner):
         if peft_config.num_prefix_tokens is None:
             raise ValueError(f"set num_prefix_tokens in the {self.method_name} config for model_type {model_type!r}")
         peft_config.base_hidden_size = width if width is not None else peft_config.base_hidden_size
+        peft_config.base_num_labels = labels if labels is not None else peft_config.base_num_labels
         peft_config.base_model_type = model_type or peft_config.base_model_type
         return peft_config
 

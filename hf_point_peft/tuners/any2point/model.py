@@ -60,6 +60,7 @@ class Any2PointModel(InputDependentTuner):
     prefix: str = "any2point_"
     tuner_layer_cls = Any2PointLayer
     method_name = "Any2Point"
+    one_adapter_per_forward = True  # tokenizer, projections and head belong to one adapter
 
     # ---------------------------------------------------------------- set-up
     def _pre_injection_hook(self, model: nn.Module, config, adapter_name: str) -> None:

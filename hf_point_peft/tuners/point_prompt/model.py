@@ -36,6 +36,7 @@ class PointPromptModel(PointTuner):
     block_layer_cls = PointPromptBlock
     bn_layer_cls = PointPromptBatchNorm
     method_name = "Point-PEFT"
+    one_adapter_per_forward = True  # prompts, bias deltas and the bank belong to one adapter
     capture_points = True
 
     # ---------------------------------------------------------------- tuner-level state
