@@ -30,6 +30,9 @@ def gather_points(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return out.reshape(*index.shape, points.shape[-1])
 
 
+# FPS and kNN choose discrete indices, so they must choose exactly what eager mode chooses: torch.compile runs them
+# eagerly. (Inductor, torch 2.13, miscompiled the unrolled FPS loop from 64 samples on: other centres than eager.)
+@torch.compiler.disable
 def farthest_point_sample(
     xyz: torch.Tensor,
     num_samples: int,
@@ -65,8 +68,7 @@ def farthest_point_sample(
     if skip_sq_norm is not None:
         # -inf never rises under the running minimum, so these points can only win when nothing else is left
         min_dist = min_dist.masked_fill(comps.square().sum(0) <= skip_sq_norm, float("-inf"))
-    # functional updates only (no `out=` / in-place ops on the loop state): with the in-place form, torch.compile
-    # (inductor, torch 2.13) picked other centres than eager whenever a gather followed; this form is also faster
+    # functional updates of the loop state: no slower than in-place ones here, and safe for any tracing
     selected = []
     for _ in range(num_samples):
         selected.append(farthest)
@@ -85,6 +87,7 @@ def pairwise_sq_distances(query: torch.Tensor, ref: torch.Tensor) -> torch.Tenso
     return torch.cdist(query, ref, compute_mode="donot_use_mm_for_euclid_dist").square()
 
 
+@torch.compiler.disable
 def knn(query: torch.Tensor, ref: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The `k` nearest points of `ref` [B, N, 3] for each point of `query` [B, M, 3].
 

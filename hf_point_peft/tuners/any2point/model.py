@@ -285,6 +285,7 @@ class Any2PointModel(InputDependentTuner):
         loss = classification_loss(logits, labels, 0.0)
         return SequenceClassifierOutput(loss=loss, logits=logits.to(source_dtype))
 
+    @torch.compiler.disable  # voxel and cell ids are discrete choices: eager under torch.compile
     def _build_context(self, name: str, config, centres: torch.Tensor, views) -> None:
         ctx = self.context
         batch, groups, _ = centres.shape
