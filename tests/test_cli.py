@@ -37,6 +37,8 @@ def env(tmp_path, monkeypatch) -> dict[str, str]:
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     )
     monkeypatch.setenv("HF_POINT_PEFT_CACHE", values["HF_POINT_PEFT_CACHE"])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # in this process too (peft reads it when saving): no Hub lookups
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     return values
 
 
