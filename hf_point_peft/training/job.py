@@ -166,7 +166,9 @@ def save_result(model: torch.nn.Module, job: FinetuneJob, results: dict[str, Any
         model.peft_config[model.active_adapter].base_model_name_or_path = source if pretrained else None
 
     def write(folder: Path) -> None:
-        model.save_pretrained(folder)
+        # the methods never train a token-embedding table, so there is none to save (peft's "auto" would look the
+        # recorded base name up, locally or on the Hub, and warn when that name is a folder of another machine)
+        model.save_pretrained(folder, **({"save_embedding_layers": False} if is_peft else {}))
         size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
         results["saved_bytes"] = size
         write_model_card(folder, job=job, results=results, is_peft=is_peft)
@@ -174,6 +176,16 @@ def save_result(model: torch.nn.Module, job: FinetuneJob, results: dict[str, Any
 
     atomic_directory(target, write)
     return target
+
+
+def _base_here(recorded: str | None, trained_on: str | None) -> str | None:
+    """The base to load an adapter onto on this machine. An adapter records a portable base name (naming.py): a local
+    folder only by its name; when the folder the run trained on is still here under that name, it is the base."""
+    if recorded and trained_on and not Path(recorded).is_dir():
+        folder = Path(trained_on)
+        if folder.is_dir() and folder.name == recorded:
+            return str(folder)
+    return recorded
 
 
 def load_trained(folder: str | os.PathLike, backbone: str | None = None):
@@ -190,9 +202,9 @@ def load_trained(folder: str | os.PathLike, backbone: str | None = None):
     if not (folder / "adapter_config.json").is_file():
         return AutoModelForPointCloudClassification.from_pretrained(folder)
     peft_config = PeftConfig.from_pretrained(folder)
-    base_name = backbone or peft_config.base_model_name_or_path
+    base_name = backbone or _base_here(peft_config.base_model_name_or_path, meta.get("job", {}).get("backbone"))
     if base_name is None:
-        raise ValueError(f"{folder} records no base model: pass the backbone it was trained on")
+        raise SettingError("backbone", None, f"{folder} records no base model: pass the backbone it was trained on")
     if peft_config.peft_type == "ANY2POINT":
         return PeftModel.from_pretrained(load_source(base_name), folder)
     if num_labels is None:
