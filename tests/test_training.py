@@ -89,6 +89,7 @@ def test_finetune_writes_adapter_card_metrics_and_curves(backbone, tmp_path):
     assert sorted(results["label_names"]) == sorted(__import__("hf_point_peft").data.SYNTHETIC_CLASSES)
 
 
+@pytest.mark.slow  # end to end: whole runs in fresh processes
 def test_evaluate_in_fresh_process_reproduces_accuracy(backbone, tmp_path):
     out = tmp_path / "run"
     assert cli(cli_args(backbone, out, "--epochs", "1")) == 0
@@ -122,6 +123,7 @@ def test_full_and_linear_save_whole_models(backbone, tmp_path):
     assert linear["trainable_parameters"] < full["trainable_parameters"]
 
 
+@pytest.mark.slow  # end to end: whole runs in fresh processes
 def test_resume_after_sigkill_mid_epoch_matches_uninterrupted(backbone, tmp_path):
     env = {**os.environ, "HF_POINT_PEFT_CACHE": str(tmp_path / "cache")}
     # many small steps: an epoch lasts a few seconds, so a kill shortly after a checkpoint lands mid-epoch
@@ -265,6 +267,7 @@ def test_point_prompt_job_builds_its_bank_from_the_training_part(backbone, tmp_p
     assert results["trainable_parameters"] > 0
 
 
+@pytest.mark.slow  # end to end: whole runs in fresh processes
 def test_any2point_job_on_a_source_encoder(tmp_path):
     from transformers import BertConfig, BertModel
 
