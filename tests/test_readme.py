@@ -44,7 +44,7 @@ def _pointgst_adapter(folder: Path, base_id: str, base: Path) -> None:
     model = get_peft_model(
         PointTransformerForClassification.from_pretrained(base), PointGSTConfig(rank=4, local_size=8)
     )
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, save_embedding_layers=False)  # no token embeddings; no look-up of the base name
     config = json.loads((folder / "adapter_config.json").read_text())
     (folder / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": base_id}))
 
