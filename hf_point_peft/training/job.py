@@ -15,7 +15,7 @@ from accelerate.utils import set_seed
 from peft import PeftModel
 
 from ..data import load_point_dataset
-from .backbones import load_classifier, load_source, resolve_backbone
+from .backbones import EMBEDDED_BACKBONE, load_classifier, load_source, resolve_backbone
 from .checkpoint import atomic_directory, write_json_atomic
 from .loop import TrainingArguments, train
 from .methods import SOURCE_METHODS, prepare_model
@@ -143,6 +143,14 @@ def save_result(model: torch.nn.Module, job: FinetuneJob, results: dict[str, Any
     return target
 
 
+def _recorded_base(typed: str | None, saved: str | None) -> str | None:
+    """The base to evaluate an adapter on: the `--backbone` its run was given when that still loads here (a known
+    name or an existing folder: `adapter_config.json` records a local folder by its name only), else the saved name."""
+    if typed and (typed in ("embedded", EMBEDDED_BACKBONE, "minilm", "minilm-random") or os.path.isdir(typed)):
+        return typed
+    return saved
+
+
 def load_trained(folder: str | os.PathLike, backbone: str | None = None):
     """Load what `run_finetune` saved: a PEFT adapter folder (onto its recorded base, or `backbone`) or a full model."""
     from peft import PeftConfig
@@ -157,7 +165,9 @@ def load_trained(folder: str | os.PathLike, backbone: str | None = None):
     if not (folder / "adapter_config.json").is_file():
         return AutoModelForPointCloudClassification.from_pretrained(folder)
     peft_config = PeftConfig.from_pretrained(folder)
-    base_name = backbone or peft_config.base_model_name_or_path
+    base_name = backbone or _recorded_base(
+        meta.get("manifest", {}).get("backbone"), peft_config.base_model_name_or_path
+    )
     if base_name is None:
         raise ValueError(f"{folder} records no base model: pass the backbone it was trained on")
     if peft_config.peft_type == "ANY2POINT":
