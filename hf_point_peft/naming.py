@@ -69,13 +69,16 @@ def portable_base_name(name_or_path: str | os.PathLike | None) -> str | None:
     return path.name
 
 
-def resolve_base_name(name: str | os.PathLike) -> str:
+def resolve_base_name(name: str | os.PathLike, strict: bool = True) -> str:
     """Where to load a recorded base name from on this machine: the embedded folder for `hf_point_peft:embedded/...`,
-    the installed MiniLM copy for its Hub id (when installed), anything else unchanged."""
+    the installed MiniLM copy for its Hub id (when installed), anything else unchanged. An embedded name that this
+    installation does not hold is a FileNotFoundError, or, with `strict=False`, stays as it is."""
     name = os.fspath(name)
     if name.startswith(EMBEDDED_SCHEME):
         folder = embedded_folder(name[len(EMBEDDED_SCHEME) :])
         if not (folder / "config.json").is_file():
+            if not strict:
+                return name
             raise FileNotFoundError(f"{name!r} names an embedded model that this installation does not hold ({folder})")
         return str(folder)
     if name == MINILM_HUB_ID:

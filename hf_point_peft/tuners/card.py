@@ -13,6 +13,7 @@ import peft
 from huggingface_hub import ModelCard, ModelCardData
 
 from ..atomic import write_text_atomic
+from ..naming import portable_base_name
 
 __all__ = ["METHOD_DESCRIPTIONS", "METHOD_NAMES", "build_saved_adapter_card", "write_saved_adapter_card"]
 
@@ -87,7 +88,7 @@ def build_saved_adapter_card(config, folder: str | os.PathLike) -> ModelCard:
     from .. import __version__
 
     peft_type = _peft_type(config)
-    base = config.base_model_name_or_path
+    base = portable_base_name(config.base_model_name_or_path)
     settings = {
         k: v for k, v in sorted(config.to_dict().items()) if k not in _NOT_SETTINGS and v is not None and v != []
     }

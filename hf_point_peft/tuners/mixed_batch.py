@@ -108,7 +108,14 @@ def _wrapper_mixed_hook(groups, batch: int, module: AuxiliaryTrainingWrapper, ar
     for name, rows in groups:
         copies = module.modules_to_save
         own = copies[name] if name in copies else module.original_module  # noqa: SIM401 (ModuleDict: no .get)
-        _put_rows(result, own(*args, **kwargs), rows)
+        rows_out = own(*args, **kwargs)
+        if _first_tensor(rows_out).shape != first.shape:
+            raise ValueError(
+                f"adapter {name!r} gives {tuple(_first_tensor(rows_out).shape)} from its "
+                f"{type(module.original_module).__name__} where the active adapter gives {tuple(first.shape)}: "
+                "one mixed-adapter batch needs heads of the same size (the same number of classes)"
+            )
+        _put_rows(result, rows_out, rows)
     return result
 
 
