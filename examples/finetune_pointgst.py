@@ -5,6 +5,7 @@ python examples/finetune_pointgst.py --backbone path/to/converted-point-mae
 """
 
 import argparse
+import logging
 
 from peft import get_peft_model
 
@@ -14,6 +15,8 @@ from hf_point_peft.data import load_point_dataset
 from hf_point_peft.training.backbones import load_classifier
 from hf_point_peft.training.loop import TrainingArguments, train
 
+logging.basicConfig(format="%(message)s")
+logging.getLogger("hf_point_peft").setLevel(logging.INFO)  # the job's one line per step
 parser = argparse.ArgumentParser()
 parser.add_argument("--backbone", default="embedded")
 parser.add_argument("--epochs", type=int, default=5)

@@ -4,7 +4,12 @@ A two-minute miniature of how the embedded backbone was made; the exact command 
 job through `point-peft pretrain`) is in hf_point_peft/assets/pointmae-synthetic-small/README.md.
 """
 
+import logging
+
 from hf_point_peft.training.pretrain import PretrainJob, run_pretrain
+
+logging.basicConfig(format="%(message)s")
+logging.getLogger("hf_point_peft").setLevel(logging.INFO)  # the job's one line per step
 
 run_pretrain(
     PretrainJob(

@@ -19,6 +19,8 @@ from typing import Any
 import peft
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 
+from .naming import portable_base_name
+
 __all__ = [
     "METHOD_DESCRIPTIONS",
     "EMBEDDED_LOAD",
@@ -60,15 +62,16 @@ def _size(n: int | None) -> str:
 
 def build_model_card(job, results: dict[str, Any], is_peft: bool, repo_id: str | None = None) -> ModelCard:
     """The card of a finished run (`job`: a FinetuneJob, `results`: what `run_finetune` returned)."""
-    from .training.backbones import EMBEDDED_BACKBONE, embedded_backbone_path
+    from .training.backbones import EMBEDDED_BACKBONE, resolve_backbone
 
     args = job.training
     dataset_name = {"synthetic": "synthetic shapes (hf_point_peft)", "synthetic-hard": "synthetic shapes, hard"}.get(
         job.dataset, job.dataset
     )
     pretrained = job.backbone != "scratch"
-    backbone_source = str(embedded_backbone_path()) if job.backbone in ("embedded", EMBEDDED_BACKBONE) else job.backbone
-    base_model = EMBEDDED_BACKBONE if job.backbone in ("embedded", EMBEDDED_BACKBONE) else job.backbone
+    source, _ = resolve_backbone(job.backbone)
+    backbone_source = portable_base_name(source)  # never a path of this machine (naming.py)
+    base_model = backbone_source
     if not pretrained:
         base_model = f"{EMBEDDED_BACKBONE} architecture, random initialisation"
     model_name = repo_id or f"{job.method}-{job.dataset}"
@@ -79,7 +82,7 @@ def build_model_card(job, results: dict[str, Any], is_peft: bool, repo_id: str |
         model_name=model_name,
         library_name="peft" if is_peft else "transformers",
         license="apache-2.0",
-        base_model=base_model if pretrained and "/" in str(base_model) else None,
+        base_model=base_model if pretrained else None,
         tags=tags,
         datasets=[job.dataset],
         metrics=["accuracy"],

@@ -41,6 +41,7 @@ def options(backbone, out, **kw) -> BenchmarkOptions:
     return BenchmarkOptions(**args)
 
 
+@pytest.mark.slow  # end to end: whole runs in fresh processes
 def test_benchmark_writes_table_json_plot_and_resumes(backbone, tmp_path):
     out = tmp_path / "bench"
     summary = run_benchmark(options(backbone, out), log=lambda *a: None)
@@ -100,6 +101,7 @@ def test_unknown_method_is_refused(backbone, tmp_path):
         run_benchmark(options(backbone, tmp_path / "x", methods=["adapterx"]), log=lambda *a: None)
 
 
+@pytest.mark.slow  # end to end: whole runs in fresh processes
 def test_resume_with_other_settings_is_refused(backbone, tmp_path):
     out = tmp_path / "bench"
     run_benchmark(options(backbone, out, methods=["linear"]), log=lambda *a: None)
@@ -107,6 +109,7 @@ def test_resume_with_other_settings_is_refused(backbone, tmp_path):
         run_benchmark(options(backbone, out, methods=["linear"], epochs=2, resume=True), log=lambda *a: None)
 
 
+@pytest.mark.slow  # end to end: whole runs in fresh processes
 def test_resume_never_reuses_a_run_made_with_other_settings(backbone, tmp_path):
     """A benchmark with other settings and fewer methods rewrites the folder's settings but leaves the other runs;
     resuming with the new settings must not take those runs as its own."""

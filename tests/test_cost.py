@@ -1,5 +1,6 @@
 """The cost probe runs end to end on a tiny model (no timing is asserted: wall-clock belongs in benchmark files)."""
 
+import pytest
 from tiny import TINY
 
 from hf_point_peft.training.cost import CostSpec, measure_cost, measure_in_subprocess
@@ -92,6 +93,7 @@ def test_cost_probe_any2point_against_full_pipeline():
     assert full["parameters_with_gradients"] > a2p["parameters_with_gradients"]
 
 
+@pytest.mark.slow  # end to end: whole runs in fresh processes
 def test_cpu_peak_memory_is_the_probes_own_not_its_parents():
     """A probe started by a big process (the benchmark, after training) reports its own peak: Linux carries a parent's
     resident size into a child's ru_maxrss, so the probe must read (and reset) VmHWM instead."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import torch
 from huggingface_hub import CommitInfo, HfApi, ModelCard, RepoUrl
 from peft import get_peft_model
-from tiny import points, tiny_transformer
+from tiny import cache_hub_repo, points, tiny_transformer
 
 import hf_point_peft  # noqa: F401
 from hf_point_peft import PointGSTConfig, PointTransformerForClassification
@@ -77,7 +76,7 @@ def test_push_folder_uploads_adapter_and_card(tmp_path, captured):
 
 def test_cli_push_and_peft_push_to_hub(tmp_path, captured, capsys):
     model = adapter(tmp_path)
-    assert cli(["push", str(tmp_path / "adapter"), "user/cli-push"]) == 0
+    assert cli(["push", str(tmp_path / "adapter"), "user/cli-push", "--token", "hf_test"]) == 0  # a push needs one
     assert "pushed" in capsys.readouterr().out
     model.push_to_hub("user/peft-push")  # peft's own path goes through the same API
     files = captured["commits"][-1]["files"]
@@ -92,12 +91,7 @@ def test_load_adapter_by_repo_id_from_offline_cache(tmp_path):
     with torch.no_grad():
         expected = model(points=x).logits
     torch.save(x, tmp_path / "x.pt")
-    commit = "a" * 40
-    repo = tmp_path / "hub" / "models--user--pointgst-cached"
-    snapshot = repo / "snapshots" / commit
-    shutil.copytree(tmp_path / "adapter", snapshot)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
+    cache_hub_repo(tmp_path / "hub", "user/pointgst-cached", tmp_path / "adapter")
     script = (
         "import torch, hf_point_peft\n"
         "from peft import PeftModel, PeftConfig\n"

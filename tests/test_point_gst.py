@@ -187,7 +187,10 @@ def test_save_load_in_fresh_process(tmp_path):
             torch.save(auto.eval()(points=x).logits, {str(tmp_path / "auto.pt")!r})
         """
     )
-    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    # a local base is recorded by its folder name (never a path of this machine): AutoPeftModel finds it from the
+    # folder that holds it
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == "base"
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, cwd=tmp_path)
     assert torch.equal(torch.load(tmp_path / "out.pt"), expected)
     assert torch.equal(torch.load(tmp_path / "auto.pt"), expected)
     assert isinstance(PeftConfig.from_pretrained(tmp_path / "adapter"), PointGSTConfig)

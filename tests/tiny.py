@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import torch
 
 from hf_point_peft import PointGPTConfig, PointTransformerConfig
@@ -17,6 +20,38 @@ TINY = {
     "patch_first_channels": [16, 32],
     "patch_second_channels": [32],
 }
+
+
+DATA = {"train_per_class": 4, "test_per_class": 2, "num_points": 160}  # synthetic shapes: 60 + 30 small clouds
+
+
+def cli_args(backbone, out, *extra) -> list[str]:
+    """`point-peft finetune` of PointGST on a tiny backbone and the small synthetic split, 1 s an epoch."""
+    opts = [f"--dataset-option={k}={v}" for k, v in DATA.items()]
+    return [
+        "finetune",
+        "--backbone",
+        str(backbone),
+        "--output-dir",
+        str(out),
+        "--batch-size",
+        "8",
+        "--eval-batch-size",
+        "16",
+        "--num-points",
+        "128",
+        "--warmup-epochs",
+        "0.5",
+        "--lr",
+        "3e-3",
+        "--method-option",
+        "rank=4",
+        "--method-option",
+        "local_size=8",
+        "--no-progress",
+        *opts,
+        *extra,
+    ]
 
 
 def tiny_transformer(**kw) -> PointTransformerConfig:
@@ -44,3 +79,13 @@ def no_dropout(model: torch.nn.Module) -> torch.nn.Module:
         if hasattr(m, "drop_prob"):
             m.drop_prob = 0.0
     return model
+
+
+def cache_hub_repo(hub_cache: Path, repo_id: str, folder: Path) -> None:
+    """Put `folder` into a Hugging Face cache (`HF_HUB_CACHE`) as the main revision of model repo `repo_id`, the
+    layout huggingface_hub reads with HF_HUB_OFFLINE=1: the Hub, served from a local folder."""
+    commit = "a" * 40
+    repo = Path(hub_cache) / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)

@@ -15,6 +15,7 @@ import copy
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -183,10 +184,11 @@ def convert_any2point_checkpoint(
     converted = ConvertedAdapter(peft_model, report, deviations=any2point_deviations(kind, dataset))
     if output_dir is None:
         return converted
+    out = Path(output_dir).name  # the card names the output folder, never a path of this machine
     load = (
         "from transformers import AutoModel\n\n"
-        f"base = AutoModel.from_pretrained({str(os.path.join(output_dir, 'base'))!r})\n"
-        f"model = PeftModel.from_pretrained(base, {str(os.path.join(output_dir, 'adapter'))!r}).eval()\n"
+        f"base = AutoModel.from_pretrained({out + '/base'!r})\n"
+        f"model = PeftModel.from_pretrained(base, {out + '/adapter'!r}).eval()\n"
         "logits = model(points=torch.randn(1, 1024, 3)).logits"
     )
     card = ConversionCard(

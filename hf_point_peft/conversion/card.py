@@ -62,7 +62,9 @@ def write_conversion_card(folder: Path, card: ConversionCard, converted: Convert
         "official_code": card.identity.official_code,
         "checkpoint": card.checkpoint,
         "checkpoint_detail": card.checkpoint_detail,
-        "base_text": f"`{base}` (written by the same conversion)" if base else "the base model it was converted with",
+        "base_text": f"`{base.name}`, the folder beside this adapter folder (written by the same conversion)"
+        if base
+        else "the base model it was converted with",
         "command": command,
         "version": __version__,
         "peft_version": peft.__version__,
@@ -79,13 +81,16 @@ def write_conversion_card(folder: Path, card: ConversionCard, converted: Convert
 
 
 def checkpoint_name(checkpoint) -> str:
-    """How the card names a checkpoint: its path, or that it was given as a state dict."""
-    return "<in-memory state dict>" if isinstance(checkpoint, Mapping) else str(checkpoint)
+    """How the card names a checkpoint: its file name (never a path of this machine), or that it was given as a
+    state dict."""
+    return "<in-memory state dict>" if isinstance(checkpoint, Mapping) else Path(checkpoint).name
 
 
 def point_load_code(base, output_dir: str | os.PathLike) -> str:
-    """The card's loading snippet for an adapter on a point backbone written to `output_dir/{base,adapter}`."""
+    """The card's loading snippet for an adapter on a point backbone written to `output_dir/{base,adapter}`, with the
+    output folder by its name only (a card never records a path of the machine that wrote it)."""
     cls = type(base).__name__
+    output_dir = Path(output_dir).name
     return (
         f"from hf_point_peft import {cls}\n\n"
         f"base = {cls}.from_pretrained({str(os.path.join(output_dir, 'base'))!r})\n"

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
 import numpy as np
 from datasets import DatasetDict, load_from_disk
 
+from ..errors import SettingError
 from .collator import AUGMENTATIONS, PointCloudCollator
 from .readers import (
     MODELNET40_CLASSES,
     SCANOBJECTNN_CLASSES,
+    SCANOBJECTNN_VARIANTS,
     read_modelnet40_h5,
     read_modelnet40_text,
     read_scanobjectnn,
@@ -25,6 +28,8 @@ __all__ = [
     "PointCloudCollator",
     "SCANOBJECTNN_CLASSES",
     "SYNTHETIC_CLASSES",
+    "check_dataset_source",
+    "dataset_files",
     "load_point_dataset",
     "load_synthetic_shapes",
     "make_synthetic_shapes",
@@ -46,6 +51,64 @@ DATASETS = (
 )
 
 
+def dataset_files(name: str, num_categories: int = 40) -> list[str]:
+    """The files (glob patterns, relative to the data folder) that the reader of dataset `name` needs."""
+    if name == "modelnet40":
+        prefix = f"modelnet{num_categories}"
+        return [f"{prefix}_shape_names.txt", f"{prefix}_train.txt", f"{prefix}_test.txt"]
+    if name == "modelnet40-h5":
+        return ["shape_names.txt", "ply_data_train*.h5", "ply_data_test*.h5"]
+    if name.startswith("scanobjectnn-"):
+        folder, suffix = SCANOBJECTNN_VARIANTS[name.split("-", 1)[1].upper()]
+        return [f"{folder}/training_objectdataset{suffix}.h5", f"{folder}/test_objectdataset{suffix}.h5"]
+    if name == "disk":
+        return ["dataset_dict.json"]
+    return []
+
+
+def _reader(name: str):
+    if name.startswith("synthetic"):
+        return load_synthetic_shapes
+    return {
+        "modelnet40": read_modelnet40_text,
+        "modelnet40-h5": read_modelnet40_h5,
+        "disk": load_from_disk,
+    }.get(name, read_scanobjectnn)
+
+
+def check_dataset_source(name: str, path: str | os.PathLike | None, options: dict | None = None) -> None:
+    """Everything about a dataset that can be checked without reading it: the name, the folder and the files its
+    reader needs, and the names of the reader options. Raises `SettingError` naming the setting."""
+    options = options or {}
+    if name not in DATASETS:
+        raise SettingError("dataset", name, f"unknown dataset; choose one of {', '.join(DATASETS)}")
+    if name.startswith("synthetic"):
+        accepted = {"train_per_class", "test_per_class", "num_points", "seed", "cache_dir"}
+    elif name == "disk":
+        accepted = set()
+    else:
+        skip = {"root", "variant", "self"}
+        accepted = {p for p in inspect.signature(_reader(name)).parameters if p not in skip}
+    for key, value in options.items():
+        if key not in accepted:
+            valid = ", ".join(sorted(accepted)) or "none"
+            raise SettingError(f"dataset_options.{key}", value, f"not an option of dataset {name}; valid keys: {valid}")
+    if name.startswith("synthetic"):
+        if path is not None:
+            raise SettingError("data_path", path, f"dataset {name} generates its shapes and reads no files")
+        return
+    if path is None:
+        raise SettingError("data_path", None, f"dataset {name} is read from its files: pass their folder")
+    folder = Path(path)
+    if not folder.is_dir():
+        raise SettingError("data_path", path, "no such folder" if not folder.exists() else "a file, not a folder")
+    for pattern in dataset_files(name, options.get("num_categories", 40)):
+        if not any(folder.glob(pattern)):
+            raise SettingError(
+                "data_path", path, f"no {pattern} there; dataset {name} needs {', '.join(dataset_files(name))}"
+            )
+
+
 def load_point_dataset(name: str, path: str | os.PathLike | None = None, **kwargs) -> DatasetDict:
     """Load a dataset by name: the synthetic shapes (offline), a real benchmark from its files at `path`, or a
     `DatasetDict` saved with `save_to_disk` ("disk"). kwargs go to the reader."""
@@ -54,7 +117,7 @@ def load_point_dataset(name: str, path: str | os.PathLike | None = None, **kwarg
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
     if path is None:
-        raise ValueError(f"dataset {name!r} is read from its files: pass their folder as path")
+        raise SettingError("data_path", None, f"dataset {name!r} is read from its files: pass their folder")
     if not Path(path).exists():
         raise FileNotFoundError(f"dataset folder not found: {path}")
     if name == "modelnet40":

@@ -30,6 +30,9 @@ def gather_points(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return out.reshape(*index.shape, points.shape[-1])
 
 
+# FPS and kNN choose discrete indices, so they must choose exactly what eager mode chooses: torch.compile runs them
+# eagerly. (Inductor, torch 2.13, miscompiled the unrolled FPS loop from 64 samples on: other centres than eager.)
+@torch.compiler.disable
 def farthest_point_sample(
     xyz: torch.Tensor,
     num_samples: int,
@@ -61,18 +64,18 @@ def farthest_point_sample(
         farthest = torch.randint(num_points, (batch,), generator=generator, device="cpu").to(device)
     else:
         raise ValueError(f"start must be 'first' or 'random', got {start!r}")
-    selected = torch.empty(batch, num_samples, dtype=torch.long, device=device)
     min_dist = torch.full((batch, num_points), float("inf"), dtype=comps.dtype, device=device)
     if skip_sq_norm is not None:
         # -inf never rises under the running minimum, so these points can only win when nothing else is left
-        min_dist.masked_fill_(comps.square().sum(0) <= skip_sq_norm, float("-inf"))
-    for i in range(num_samples):
-        selected[:, i] = farthest
+        min_dist = min_dist.masked_fill(comps.square().sum(0) <= skip_sq_norm, float("-inf"))
+    # functional updates of the loop state: no slower than in-place ones here, and safe for any tracing
+    selected = []
+    for _ in range(num_samples):
+        selected.append(farthest)
         centre = comps.gather(2, farthest.view(1, batch, 1).expand(3, batch, 1))
-        dist = (comps - centre).square_().sum(0)
-        torch.minimum(min_dist, dist, out=min_dist)
+        min_dist = torch.minimum(min_dist, (comps - centre).square().sum(0))
         farthest = min_dist.argmax(dim=-1)
-    return selected
+    return torch.stack(selected, dim=1)
 
 
 def pairwise_sq_distances(query: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -84,6 +87,7 @@ def pairwise_sq_distances(query: torch.Tensor, ref: torch.Tensor) -> torch.Tenso
     return torch.cdist(query, ref, compute_mode="donot_use_mm_for_euclid_dist").square()
 
 
+@torch.compiler.disable
 def knn(query: torch.Tensor, ref: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The `k` nearest points of `ref` [B, N, 3] for each point of `query` [B, M, 3].
 

@@ -99,6 +99,7 @@ class GraphBases:
     inv: torch.Tensor
 
 
+@torch.compiler.disable  # curve order and eigenvectors run eagerly under torch.compile: the same bases as eager mode
 def graph_bases(
     centres: torch.Tensor,
     *,

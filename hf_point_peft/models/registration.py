@@ -17,6 +17,13 @@ class AutoModelForPointCloudClassification(_BaseAutoModelClass):
 
     _model_mapping = _LazyAutoMapping(CONFIG_MAPPING_NAMES, OrderedDict())
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Also accepts the portable names adapters record (`hf_point_peft:embedded/...`, see `naming.py`)."""
+        from ..naming import resolve_base_name
+
+        return super().from_pretrained(resolve_base_name(pretrained_model_name_or_path), *model_args, **kwargs)
+
 
 def _families():
     """(config class, base model class, classification model class or None) of every family."""

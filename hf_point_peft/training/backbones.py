@@ -3,15 +3,21 @@ local folder or a Hub id."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
 from transformers import AutoConfig
 
 from ..models import AutoModelForPointCloudClassification
+from ..naming import EMBEDDED_SCHEME, MINILM_HUB_ID, resolve_base_name
 
 __all__ = ["EMBEDDED_BACKBONE", "embedded_backbone_path", "load_classifier", "load_source", "resolve_backbone"]
+
+logger = logging.getLogger(__name__)
 
 EMBEDDED_BACKBONE = "pointmae-synthetic-small"
 
@@ -24,7 +30,10 @@ def embedded_backbone_path() -> Path:
 
 def resolve_backbone(name: str) -> tuple[str, bool]:
     """(path or Hub id, pretrained?) for "embedded", "scratch" (the embedded architecture, random weights), "minilm"
-    / "minilm-random" (Any2Point's offline language source), a folder or a Hub id."""
+    / "minilm-random" (Any2Point's offline language source), a portable name an adapter recorded
+    (`hf_point_peft:embedded/...`, see `naming.py`), a folder or a Hub id."""
+    if name.startswith(EMBEDDED_SCHEME) or name == MINILM_HUB_ID:
+        return resolve_base_name(name), True
     if name in ("minilm", "minilm-random"):
         from ..models.sources import minilm_path
 
@@ -39,8 +48,45 @@ def resolve_backbone(name: str) -> tuple[str, bool]:
     return name, True
 
 
-def load_classifier(backbone: str, num_labels: int, id2label: dict[int, str] | None = None, **config_overrides):
-    """A point classifier with a fresh `num_labels` head on `backbone` (weights loaded unless "scratch")."""
+@contextlib.contextmanager
+def _without_load_report() -> Iterator[None]:
+    """transformers logs a table of every newly initialised tensor as a warning on each load, which reads like an
+    error for the new head that fine-tuning always creates; `_report_new_weights` says it in one line instead."""
+    if logger.isEnabledFor(logging.DEBUG):  # asked for everything: transformers' own table too
+        yield
+        return
+    report = logging.getLogger("transformers.modeling_utils")
+    level = report.level
+    report.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        report.setLevel(level)
+
+
+def _report_new_weights(info: dict, num_labels: int, source: str, log: Callable[[str], None]) -> None:
+    """One line for the new head; a warning only for backbone weights the checkpoint lacks (a real problem)."""
+    missing = sorted(info.get("missing_keys") or [])
+    head = [k for k in missing if k.split(".")[0] == "classifier"]
+    others = [k for k in missing if k not in head]
+    if head:
+        log(f"new {num_labels}-class head initialised ({len(head)} tensors not in the backbone)")
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        logger.warning(f"{len(others)} backbone weights are not in {source} and start from random values: {shown}")
+    if info.get("unexpected_keys"):
+        logger.debug("unused weights of %s: %s", source, ", ".join(sorted(info["unexpected_keys"])))
+
+
+def load_classifier(
+    backbone: str,
+    num_labels: int,
+    id2label: dict[int, str] | None = None,
+    log: Callable[[str], None] = logger.info,
+    **config_overrides,
+):
+    """A point classifier with a fresh `num_labels` head on `backbone` (weights loaded unless "scratch"); the new head
+    is reported in one line through `log`."""
     source, pretrained = resolve_backbone(backbone)
     kwargs = {"num_labels": num_labels, **config_overrides}
     if id2label is not None:
@@ -49,18 +95,29 @@ def load_classifier(backbone: str, num_labels: int, id2label: dict[int, str] | N
     if pretrained:
         if os.path.isdir(source) and not (Path(source) / "config.json").is_file():
             raise FileNotFoundError(f"{source} is not a model folder (no config.json)")
-        return AutoModelForPointCloudClassification.from_pretrained(source, **kwargs)
+        with _without_load_report():
+            model, info = AutoModelForPointCloudClassification.from_pretrained(
+                source, output_loading_info=True, **kwargs
+            )
+        _report_new_weights(info, num_labels, source, log)
+        return model
     config = AutoConfig.from_pretrained(source, **kwargs)
+    log(f"{config.model_type} backbone initialised at random ('scratch': no pre-trained weights)")
     return AutoModelForPointCloudClassification.from_config(config)
 
 
-def load_source(backbone: str):
+def load_source(backbone: str, log: Callable[[str], None] = logger.info):
     """A source encoder for Any2Point: "minilm" (pre-trained, offline), "minilm-random" (same architecture, random
     weights), or any folder / Hub id of a supported transformers model (loaded with `AutoModel`)."""
     from transformers import AutoModel
 
+    if backbone == MINILM_HUB_ID and resolve_base_name(backbone) != backbone:  # the installed copy, offline
+        backbone = "minilm"
     if backbone in ("minilm", "minilm-random"):
         from ..models.sources import load_minilm
 
         return load_minilm(pretrained=backbone == "minilm")
-    return AutoModel.from_pretrained(backbone)
+    with _without_load_report():
+        model, info = AutoModel.from_pretrained(resolve_base_name(backbone), output_loading_info=True)
+    _report_new_weights(info, 0, backbone, log)  # a source encoder has no head: only real gaps are reported
+    return model

@@ -9,6 +9,7 @@ subprocess on the same backbone and batch, reported as ratios to full fine-tunin
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 import sys
 import time
@@ -23,8 +24,11 @@ from .cost import CostSpec, measure_in_subprocess
 from .evaluation import PROTOCOL
 from .job import FinetuneJob, run_finetune
 from .loop import TrainingArguments
+from .progress import Clock, format_duration
 
 __all__ = ["BENCHMARK_METHODS", "BenchmarkOptions", "MethodRun", "run_benchmark"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -119,13 +123,14 @@ def _row(name: str, spec: MethodRun, results: dict[str, Any], cost: dict[str, An
     }
 
 
-def run_benchmark(options: BenchmarkOptions, log=print) -> dict[str, Any]:
+def run_benchmark(options: BenchmarkOptions, log=logger.info) -> dict[str, Any]:
     out = Path(options.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     unknown = [m for m in options.methods if m not in BENCHMARK_METHODS]
     if unknown:
         raise ValueError(f"unknown benchmark method(s) {unknown}; choose from {sorted(BENCHMARK_METHODS)}")
+    out.mkdir(parents=True, exist_ok=True)
     methods = list(dict.fromkeys(["full", *options.methods]))  # ratios need full fine-tuning
+    clock = Clock(len(methods))  # methods differ in cost: the estimate of the time left is rough
     command = options.command or "python " + " ".join(shlex.quote(a) for a in sys.argv)
     start = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() and not options.cpu else "cpu"
@@ -187,7 +192,8 @@ def run_benchmark(options: BenchmarkOptions, log=print) -> dict[str, Any]:
         rows.append((name, spec, results))
         log(
             f"[benchmark] {spec.label}: test accuracy {100 * results['test_accuracy']:.2f}% "
-            f"({results['trainable_parameters']:,} trainable)"
+            f"({results['trainable_parameters']:,} trainable); {len(rows)}/{len(methods)} methods, "
+            f"{clock.done(len(rows) - 1)}"
         )
     table = [_row(name, spec, results, costs[name], costs["full"]) for name, spec, results in rows]
     summary = {
@@ -206,6 +212,7 @@ def run_benchmark(options: BenchmarkOptions, log=print) -> dict[str, Any]:
     plot_accuracy_vs_parameters(table, out / "accuracy_vs_parameters.png")
     write_text_atomic(out / "BENCHMARK.md", render_markdown(summary))
     log((out / "BENCHMARK.md").read_text())
+    log(f"[benchmark] total time {format_duration(summary['wall_seconds'])}")
     return summary
 
 

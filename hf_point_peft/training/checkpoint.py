@@ -2,7 +2,8 @@
 
 Everything is written into a temporary sibling folder and moved into place with `os.replace`, so a process killed
 mid-write leaves the previous checkpoint (or adapter) intact. A manifest records what a run trains (method, backbone,
-dataset, labels, trainable parameter names); resuming with a different one is refused with the differences named.
+dataset, labels, trainable parameter names) and every setting that changes its result; resuming with a different one
+is refused with the differences named.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from typing import Any
 from ..atomic import atomic_directory, write_json_atomic
 
 __all__ = [
+    "ResumeMismatch",
     "atomic_directory",
     "check_manifest",
+    "check_run_folder",
     "check_resume_epoch",
     "clear_for_fresh_run",
     "latest_checkpoint",
     "prune_checkpoints",
+    "result_settings",
     "start_or_resume",
     "training_seconds",
     "write_json_atomic",
@@ -75,18 +79,62 @@ def start_or_resume(
     return history, epoch + 1
 
 
+_IDENTITY = ("method", "backbone", "model_type", "hidden_size", "dataset", "num_labels", "trainable_parameter_names")
+
+
+class ResumeMismatch(ValueError):
+    """Resuming would continue another run: the settings that differ, each with the checkpoint's value and this
+    run's. Settings that change the result (seed, learning rate, batch size, points, method / dataset / model
+    options, data, ...) must match; `--epochs` may grow."""
+
+    def __init__(self, checkpoint: Path, diffs: list[tuple[str, Any, Any]]) -> None:
+        self.checkpoint, self.diffs = checkpoint, diffs
+        super().__init__(self.cli_message(lambda name: name))
+
+    def cli_message(self, flag) -> str:
+        shown = "; ".join(f"{flag(name)}: checkpoint {a!r} vs this run {b!r}" for name, a, b in self.diffs)
+        return (
+            f"cannot resume from {self.checkpoint}: it was made by a different run set-up ({shown}); pass the "
+            "checkpoint's values, or --overwrite-output-dir to start again, or another --output-dir"
+        )
+
+
+def result_settings(values: dict[str, Any], exclude: tuple[str, ...]) -> dict[str, Any]:
+    """The settings that change a run's result, in the JSON form a checkpoint manifest keeps them."""
+    return json.loads(json.dumps({k: v for k, v in values.items() if k not in exclude}, default=str))
+
+
 def check_manifest(saved: dict[str, Any], current: dict[str, Any], checkpoint: Path) -> None:
-    """Refuse to resume when the checkpoint was made by a different run set-up."""
-    keys = ("method", "backbone", "model_type", "hidden_size", "dataset", "num_labels", "trainable_parameter_names")
+    """Refuse to resume when the checkpoint was made by a different run set-up or with other settings. Only the keys
+    `current` has are compared (a check before the model is built knows the settings, not the parameter names), and
+    settings only when the checkpoint records them (checkpoints of earlier versions do not)."""
     diffs = []
-    for key in keys:
-        if saved.get(key) != current.get(key):
-            a, b = saved.get(key), current.get(key)
+    for key in (k for k in _IDENTITY if k in current):
+        a, b = saved.get(key), current.get(key)
+        if a != b:
             if key == "trainable_parameter_names":
                 a, b = f"{len(a or [])} names", f"{len(b or [])} names (different set)"
-            diffs.append(f"{key}: checkpoint {a!r} vs this run {b!r}")
+            diffs.append((key, a, b))
+    saved_settings, settings = saved.get("settings"), current.get("settings")
+    if saved_settings is not None and settings is not None:
+        for key in sorted(set(saved_settings) | set(settings)):
+            if saved_settings.get(key) != settings.get(key) and key not in _IDENTITY:
+                diffs.append((key, saved_settings.get(key), settings.get(key)))
     if diffs:
-        raise ValueError(f"cannot resume from {checkpoint}: it was made by a different run set-up ({'; '.join(diffs)})")
+        raise ResumeMismatch(checkpoint, diffs)
+
+
+def check_run_folder(folder: Path, current: dict[str, Any], epochs: int, resume: bool, overwrite: bool) -> None:
+    """Before any data are read: a fresh run must not meet another run's checkpoints (unless `overwrite`), a resumed
+    one must continue a run of the same set-up and settings with no more epochs done than `epochs`. Writes nothing."""
+    if not resume:
+        clear_for_fresh_run(folder, overwrite, remove=False)
+        return
+    found = latest_checkpoint(folder)
+    if found is not None:
+        epoch, path = found
+        check_manifest(json.loads((path / "manifest.json").read_text()), current, path)
+        check_resume_epoch(epoch, epochs, path)
 
 
 def check_resume_epoch(epoch: int, epochs: int, checkpoint: Path) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from ..data import PointCloudCollator, load_point_dataset
+from ..data import PointCloudCollator, check_dataset_source, load_point_dataset
+from ..errors import SettingError
 from .evaluation import PROTOCOL, evaluate_accuracy
 from .job import load_trained
 from .loop import _indexed
@@ -34,20 +35,33 @@ def evaluate_saved(
 ) -> dict[str, Any]:
     """Accuracy of a folder written by `run_finetune`, with the dataset and point count it recorded unless given."""
     path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no adapter or model folder at {path}")
+    if not (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+        inside = ", ".join(sorted(p.name for p in path.iterdir())[:6]) or "nothing"
+        raise FileNotFoundError(
+            f"{path} is neither an adapter folder (no adapter_config.json) nor a model folder (no config.json); it "
+            f"holds {inside}: pass <output-dir>/adapter or <output-dir>/model of a finetune run"
+        )
     meta_file = path / "training_metrics.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     recorded = meta.get("job", {})
     dataset = dataset or recorded.get("dataset")
     if dataset is None:
-        raise ValueError(f"{path} records no dataset: pass --dataset")
+        raise SettingError(
+            "dataset",
+            None,
+            f"{path} does not record its dataset (it has no training_metrics.json of finetune): pass it",
+        )
     if data_path is None and dataset == recorded.get("dataset"):
         data_path = recorded.get("data_path")
     if dataset_options is None or not dataset_options:
         dataset_options = recorded.get("dataset_options", {}) if dataset == recorded.get("dataset") else {}
     num_points = num_points or meta.get("arguments", {}).get("num_points") or 1024
+    check_dataset_source(dataset, data_path, dataset_options)
     data = load_point_dataset(dataset, data_path, **dataset_options)
     if split not in data:
-        raise ValueError(f"the dataset has no {split!r} split (splits: {list(data)})")
+        raise SettingError("split", split, f"the dataset has no such split; it has {', '.join(data)}")
     model = load_trained(path, backbone=backbone)
     accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu)
     channels = getattr(model.config, "num_channels", 3) if hasattr(model, "config") else 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -15,12 +16,33 @@ from accelerate.utils import set_seed
 from peft import PeftModel
 
 from ..data import load_point_dataset
+from ..errors import SettingError
 from .backbones import load_classifier, load_source, resolve_backbone
-from .checkpoint import atomic_directory, write_json_atomic
+from .checkpoint import atomic_directory, result_settings, write_json_atomic
 from .loop import TrainingArguments, train
 from .methods import SOURCE_METHODS, prepare_model
+from .preflight import check_finetune
+from .progress import format_duration
 
-__all__ = ["FinetuneJob", "load_trained", "run_finetune", "best_test_epoch"]
+__all__ = ["FinetuneJob", "best_test_epoch", "load_trained", "run_finetune", "run_settings"]
+
+logger = logging.getLogger(__name__)
+
+# what does not change a run's result: where and how it runs and reports, and how long (--epochs may grow on resume)
+_NOT_RESULT = (
+    "command",
+    "training",
+    "output_dir",
+    "epochs",
+    "eval_batch_size",
+    "num_workers",
+    "resume",
+    "overwrite_output_dir",
+    "keep_checkpoints",
+    "cpu",
+    "progress",
+    "report_to",
+)
 
 
 @dataclass
@@ -41,6 +63,13 @@ class FinetuneJob:
     recipe: str | None = None  # the official configuration it restates (`training/recipes.py`), recorded in the card
 
 
+def run_settings(job: FinetuneJob) -> dict[str, Any]:
+    """Every setting of `job` that changes its result (seed, learning rate, batch size, points, method / dataset /
+    model options, data, ...): a resume must match them all."""
+    values = {**dataclasses.asdict(job), **dataclasses.asdict(job.training)}
+    return result_settings(values, _NOT_RESULT)
+
+
 def _manifest(job: FinetuneJob, model: torch.nn.Module, num_labels: int) -> dict[str, Any]:
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     return {
@@ -52,30 +81,33 @@ def _manifest(job: FinetuneJob, model: torch.nn.Module, num_labels: int) -> dict
         "dataset": job.dataset if job.data_path is None else f"{job.dataset}:{job.data_path}",
         "num_labels": num_labels,
         "trainable_parameter_names": sorted(n for n, p in model.named_parameters() if p.requires_grad),
+        "settings": run_settings(job),
     }
 
 
-def run_finetune(job: FinetuneJob, log=print) -> dict[str, Any]:
-    """Run the job; writes `<output_dir>/{adapter or model, metrics.json, learning_curves.png, checkpoints/}`."""
+def run_finetune(job: FinetuneJob, log=logger.info) -> dict[str, Any]:
+    """Run the job; writes `<output_dir>/{adapter or model, metrics.json, learning_curves.png, checkpoints/}`.
+    Every setting is checked first (`check_finetune`), before the data are read or anything is written."""
     start = time.perf_counter()
     args = job.training
+    check_finetune(job)
     data = load_point_dataset(job.dataset, job.data_path, **job.dataset_options)
     label_feature = data["train"].features["label"]
     names = list(label_feature.names)
     set_seed(args.seed)  # the new head and the adapters are initialised from the run's seed
     if job.method in SOURCE_METHODS:
-        model = load_source(job.backbone)
+        model = load_source(job.backbone, log=log)
         config = model.config
         model = prepare_model(job.method, model, num_labels=len(names), **job.method_options)
         needed = model.base_model.any2point_tokenizer[model.active_adapter].min_points
         if args.num_points < needed:
-            raise ValueError(f"num_points {args.num_points} is below what Any2Point's tokenizer needs ({needed})")
+            raise SettingError("num_points", args.num_points, f"below what Any2Point's tokenizer needs ({needed})")
     else:
-        model = load_classifier(job.backbone, len(names), dict(enumerate(names)), **job.model_options)
+        model = load_classifier(job.backbone, len(names), dict(enumerate(names)), log=log, **job.model_options)
         config = model.config
         needed = max(config.num_groups, config.group_size)
         if args.num_points < needed:
-            raise ValueError(f"num_points {args.num_points} is below what the backbone's grouping needs ({needed})")
+            raise SettingError("num_points", args.num_points, f"below what the backbone's grouping needs ({needed})")
         model = prepare_model(job.method, model, **job.method_options)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in (model.get_base_model() if isinstance(model, PeftModel) else model).parameters())
@@ -112,6 +144,7 @@ def run_finetune(job: FinetuneJob, log=print) -> dict[str, Any]:
                 f"for comparison only, {official['protocol']}: {100 * official['test_accuracy']:.2f}% (epoch "
                 f"{official['epoch']}); this project reports the final epoch above"
             )
+        log(f"total time {format_duration(time.perf_counter() - start)} (checks, data, model, training, saving)")
     accelerator.wait_for_everyone()
     return results
 
@@ -150,7 +183,9 @@ def save_result(model: torch.nn.Module, job: FinetuneJob, results: dict[str, Any
         model.peft_config[model.active_adapter].base_model_name_or_path = source if pretrained else None
 
     def write(folder: Path) -> None:
-        model.save_pretrained(folder)
+        # the methods never train a token-embedding table, so there is none to save (peft's "auto" would look the
+        # recorded base name up, locally or on the Hub, and warn when that name is a folder of another machine)
+        model.save_pretrained(folder, **({"save_embedding_layers": False} if is_peft else {}))
         size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
         results["saved_bytes"] = size
         write_model_card(folder, job=job, results=results, is_peft=is_peft)
@@ -158,6 +193,16 @@ def save_result(model: torch.nn.Module, job: FinetuneJob, results: dict[str, Any
 
     atomic_directory(target, write)
     return target
+
+
+def _base_here(recorded: str | None, trained_on: str | None) -> str | None:
+    """The base to load an adapter onto on this machine. An adapter records a portable base name (naming.py): a local
+    folder only by its name; when the folder the run trained on is still here under that name, it is the base."""
+    if recorded and trained_on and not Path(recorded).is_dir():
+        folder = Path(trained_on)
+        if folder.is_dir() and folder.name == recorded:
+            return str(folder)
+    return recorded
 
 
 def load_trained(folder: str | os.PathLike, backbone: str | None = None):
@@ -174,13 +219,14 @@ def load_trained(folder: str | os.PathLike, backbone: str | None = None):
     if not (folder / "adapter_config.json").is_file():
         return AutoModelForPointCloudClassification.from_pretrained(folder)
     peft_config = PeftConfig.from_pretrained(folder)
-    base_name = backbone or peft_config.base_model_name_or_path
+    base_name = backbone or _base_here(peft_config.base_model_name_or_path, meta.get("job", {}).get("backbone"))
     if base_name is None:
-        raise ValueError(f"{folder} records no base model: pass the backbone it was trained on")
+        raise SettingError("backbone", None, f"{folder} records no base model: pass the backbone it was trained on")
     if peft_config.peft_type == "ANY2POINT":
         return PeftModel.from_pretrained(load_source(base_name), folder)
     if num_labels is None:
         base = AutoModelForPointCloudClassification.from_pretrained(base_name)
     else:
-        base = load_classifier(base_name, num_labels, dict(enumerate(names)) if names else None)
+        # the trained head comes with the adapter: the fresh one made here is replaced, not worth a message
+        base = load_classifier(base_name, num_labels, dict(enumerate(names)) if names else None, log=logger.debug)
     return PeftModel.from_pretrained(base, folder)

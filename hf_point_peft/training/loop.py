@@ -13,6 +13,7 @@ synchronised across processes).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import time
@@ -29,6 +30,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from ..data import PointCloudCollator, train_validation_split
+from ..errors import SettingError
 from ..models.layers import BatchNorm1d
 from .checkpoint import (
     atomic_directory,
@@ -38,8 +40,11 @@ from .checkpoint import (
     write_json_atomic,
 )
 from .evaluation import PROTOCOL, evaluate_accuracy
+from .progress import Clock
 
-__all__ = ["TrainingArguments", "build_optimizer", "cosine_with_warmup", "train"]
+__all__ = ["TrainingArguments", "build_optimizer", "cosine_with_warmup", "end_trackers", "start_trackers", "train"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,26 +77,27 @@ class TrainingArguments:
     max_steps_per_epoch: int | None = None
     cpu: bool = False
     progress: bool = True
+    report_to: list[str] = field(default_factory=list)  # Accelerate experiment trackers ("tensorboard", "wandb", ...)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         checks = {
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "eval_batch_size": self.eval_batch_size >= 1,
-            "learning_rate": self.learning_rate > 0,
-            "weight_decay": self.weight_decay >= 0,
-            "warmup_epochs": 0 <= self.warmup_epochs <= self.epochs,
-            "gradient_accumulation_steps": self.gradient_accumulation_steps >= 1,
-            "num_points": self.num_points >= 1,
-            "point_all_ratio": self.point_all_ratio >= 1.0,
-            "validation_fraction": 0 < self.validation_fraction < 1,
-            "vote": self.vote >= 0,
-            "mixed_precision": self.mixed_precision in ("no", "bf16", "fp16"),
+            "epochs": (self.epochs >= 1, "must be >= 1"),
+            "batch_size": (self.batch_size >= 1, "must be >= 1"),
+            "eval_batch_size": (self.eval_batch_size >= 1, "must be >= 1"),
+            "learning_rate": (self.learning_rate > 0, "must be > 0"),
+            "weight_decay": (self.weight_decay >= 0, "must be >= 0"),
+            "warmup_epochs": (0 <= self.warmup_epochs <= self.epochs, f"must be between 0 and epochs ({self.epochs})"),
+            "gradient_accumulation_steps": (self.gradient_accumulation_steps >= 1, "must be >= 1"),
+            "num_points": (self.num_points >= 1, "must be >= 1"),
+            "point_all_ratio": (self.point_all_ratio >= 1.0, "must be >= 1"),
+            "validation_fraction": (0 < self.validation_fraction < 1, "must be between 0 and 1"),
+            "vote": (self.vote >= 0, "must be >= 0"),
+            "mixed_precision": (self.mixed_precision in ("no", "bf16", "fp16"), "must be no, bf16 or fp16"),
         }
-        for name, ok in checks.items():
+        for name, (ok, reason) in checks.items():
             if not ok:
-                raise ValueError(f"invalid training argument {name}={getattr(self, name)!r}")
+                raise SettingError(name, getattr(self, name), f"invalid training argument: {reason}")
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -172,6 +178,8 @@ def train(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         cpu=args.cpu,
         dataloader_config=DataLoaderConfiguration(split_batches=True),
+        log_with=args.report_to or None,
+        project_dir=str(out),
     )
     if args.batch_size % accelerator.num_processes:
         raise ValueError(
@@ -228,8 +236,10 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     checkpoints = out / "checkpoints"
     history, start_epoch = start_or_resume(
-        accelerator, checkpoints, manifest, args.epochs, args.resume, args.overwrite_output_dir, accelerator.print
+        accelerator, checkpoints, manifest, args.epochs, args.resume, args.overwrite_output_dir, _main_log(accelerator)
     )
+    start_trackers(accelerator, args.report_to, manifest)
+    clock = Clock(args.epochs, start_epoch)
 
     for epoch in range(start_epoch, args.epochs):
         epoch_start = time.perf_counter()
@@ -277,11 +287,13 @@ def train(
             "seconds": time.perf_counter() - epoch_start,  # this epoch's training + evaluation
         }
         history.append(record)
-        accelerator.print(
-            f"epoch {epoch + 1}/{args.epochs}: train loss {record['train_loss']:.4f}, "
-            f"val acc {val['accuracy']:.4f}, test acc {test['accuracy']:.4f}"
-        )
         _save_checkpoint(accelerator, checkpoints, epoch, manifest, history, args.keep_checkpoints)
+        accelerator.log({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1)
+        _main_log(accelerator)(
+            f"epoch {epoch + 1}/{args.epochs}: train loss {record['train_loss']:.4f}, "
+            f"val acc {100 * val['accuracy']:.2f}%, test acc {100 * test['accuracy']:.2f}% "
+            f"({clock.done(epoch)})"
+        )
 
     results = summarise(history, args, manifest)
     results["train_samples"], results["validation_samples"] = len(train_split), len(val_split)
@@ -291,10 +303,35 @@ def train(
         from .plots import plot_learning_curves
 
         plot_learning_curves(history, out / "learning_curves.png", title=manifest.get("method", ""))
+    end_trackers(accelerator)
     accelerator.wait_for_everyone()
     results["model"] = accelerator.unwrap_model(model)
     results["accelerator"] = accelerator
     return results
+
+
+def _main_log(accelerator) -> Callable[[str], None]:
+    """Log on the main process only (every process runs the loop)."""
+    return logger.info if accelerator.is_main_process else (lambda *_: None)
+
+
+def start_trackers(accelerator, report_to: list[str], manifest: dict[str, Any]) -> None:
+    """Open the experiment trackers (project "point-peft"; TensorBoard writes to <output_dir>/point-peft) with the
+    run's settings as hyper-parameters, flat scalars and strings. Metrics are logged at step = epoch, so a resumed run
+    continues the curves where the interrupted one stopped."""
+    if not report_to:
+        return
+    settings = manifest.get("settings", {})
+    flat = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in settings.items()}
+    flat.update(method=str(manifest.get("method")), backbone=str(manifest.get("backbone")))
+    accelerator.init_trackers("point-peft", config=flat)
+
+
+def end_trackers(accelerator) -> None:
+    """Close the trackers (flush their files). Not `accelerator.end_training()`, which also tears down the process
+    group that the job still needs to save its result."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
 
 
 def _save_checkpoint(accelerator, folder: Path, epoch: int, manifest, history, keep: int) -> None:

@@ -5,15 +5,26 @@ Used by the training loop, the CLI and the benchmark, so every method is set up 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from typing import Any
 
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 from torch import nn
 
+from ..errors import SettingError
 from ..tuners import Any2PointConfig, PointGSTConfig, PointPromptConfig
 from ..tuners.backbones import get_backbone
 
-__all__ = ["METHODS", "PEFT_METHODS", "SOURCE_METHODS", "prepare_model", "trainable_parameters"]
+__all__ = [
+    "METHODS",
+    "PEFT_METHODS",
+    "SOURCE_METHODS",
+    "check_method_options",
+    "method_option_names",
+    "prepare_model",
+    "trainable_parameters",
+]
 
 
 def _head_modules(model: nn.Module) -> list[str]:
@@ -73,6 +84,45 @@ METHODS: dict[str, Callable[..., nn.Module]] = {
 }
 PEFT_METHODS = ("pointgst", "point-prompt", "any2point", "lora")
 SOURCE_METHODS = ("any2point",)  # methods whose base is a source encoder of another modality, not a point model
+
+
+_CONFIGS = {
+    "pointgst": PointGSTConfig,
+    "point-prompt": PointPromptConfig,
+    "any2point": Any2PointConfig,
+    "lora": LoraConfig,
+}
+_EXTRA_OPTIONS = {"lora": ("rank", "alpha")}  # the benchmark's names for LoRA's r and lora_alpha
+_SET_BY_THE_JOB = {"any2point": {"num_labels": 2}}  # the number of classes comes from the dataset (2: a stand-in)
+
+
+def method_option_names(method: str) -> list[str]:
+    """The options `method` accepts: its config's own fields (peft's common bookkeeping fields excluded)."""
+    if method not in _CONFIGS:
+        return []
+    common = {f.name for f in dataclasses.fields(PeftConfig)}
+    own = [f.name for f in dataclasses.fields(_CONFIGS[method]) if f.init and f.name not in common]
+    return sorted({*own, *_EXTRA_OPTIONS.get(method, ())} - set(_SET_BY_THE_JOB.get(method, ())))
+
+
+def check_method_options(method: str, options: dict[str, Any]) -> None:
+    """Refuse, before any model is built, an option `method` does not have (listing those it has) or a value its
+    config refuses."""
+    if method not in METHODS:
+        raise SettingError("method", method, f"unknown method; choose one of {', '.join(sorted(METHODS))}")
+    valid = method_option_names(method)
+    for key, value in options.items():
+        if key not in valid:
+            listed = f"valid keys: {', '.join(valid)}" if valid else f"{method} takes no options"
+            raise SettingError(f"method_options.{key}", value, f"not an option of {method}; {listed}")
+    if method not in _CONFIGS:
+        return
+    config_options = {k: v for k, v in options.items() if k not in _EXTRA_OPTIONS.get(method, ())}
+    config_options = {**_SET_BY_THE_JOB.get(method, {}), **config_options}
+    try:
+        _CONFIGS[method](**config_options)
+    except (ValueError, TypeError) as err:
+        raise SettingError("method_options", options, " ".join(str(err).split())) from err
 
 
 def prepare_model(method: str, model: nn.Module, **options) -> nn.Module:

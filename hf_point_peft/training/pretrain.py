@@ -8,6 +8,7 @@ read; labels are ignored. The encoder (a `PointTransformerModel`) is saved on it
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from ..data import PointCloudCollator, load_point_dataset
 from ..models import PointTransformerConfig, PointTransformerForMaskedModeling
 from .checkpoint import (
     atomic_directory,
+    result_settings,
     start_or_resume,
     training_seconds,
     write_json_atomic,
@@ -30,13 +32,20 @@ from .checkpoint import (
 from .loop import (
     EpochShuffleSampler,
     _indexed,
+    _main_log,
     _save_checkpoint,
     _set_sync_batchnorm,
     build_optimizer,
     cosine_with_warmup,
+    end_trackers,
+    start_trackers,
 )
+from .preflight import check_pretrain
+from .progress import Clock, format_duration
 
-__all__ = ["PretrainJob", "run_pretrain"]
+__all__ = ["PretrainJob", "pretrain_settings", "run_pretrain"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,15 +71,30 @@ class PretrainJob:
     keep_checkpoints: int = 2
     cpu: bool = False
     progress: bool = True
+    report_to: list[str] = field(default_factory=list)  # Accelerate experiment trackers
     command: str | None = None  # how the run was started, recorded in the encoder's model card
     name: str | None = None  # the encoder's name in its model card (default: the output folder's name)
 
 
-def run_pretrain(job: PretrainJob, log=print) -> dict[str, Any]:
+_NOT_RESULT = ("output_dir", "epochs", "resume", "overwrite_output_dir", "keep_checkpoints", "cpu", "progress")
+
+
+def pretrain_settings(job: PretrainJob) -> dict[str, Any]:
+    """The settings of `job` that change the encoder it makes; a resume must match them."""
+    return result_settings(asdict(job), (*_NOT_RESULT, "report_to", "command", "name"))
+
+
+def run_pretrain(job: PretrainJob, log=logger.info) -> dict[str, Any]:
+    """Pre-train; every setting is checked first (`check_pretrain`), before the data are read or anything written."""
     start = time.perf_counter()
     out = Path(job.output_dir)
+    check_pretrain(job)
     accelerator = Accelerator(
-        mixed_precision=job.mixed_precision, cpu=job.cpu, dataloader_config=DataLoaderConfiguration(split_batches=True)
+        mixed_precision=job.mixed_precision,
+        cpu=job.cpu,
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        log_with=job.report_to or None,
+        project_dir=str(out),
     )
     set_seed(job.seed)
     data = load_point_dataset(job.dataset, job.data_path, **job.dataset_options)
@@ -98,10 +122,19 @@ def run_pretrain(job: PretrainJob, log=print) -> dict[str, Any]:
         "dataset": job.dataset,
         "num_labels": None,
         "trainable_parameter_names": sorted(n for n, p in model.named_parameters() if p.requires_grad),
+        "settings": pretrain_settings(job),
     }
     history, first = start_or_resume(
-        accelerator, out / "checkpoints", manifest, job.epochs, job.resume, job.overwrite_output_dir
+        accelerator,
+        out / "checkpoints",
+        manifest,
+        job.epochs,
+        job.resume,
+        job.overwrite_output_dir,
+        _main_log(accelerator),
     )
+    start_trackers(accelerator, job.report_to, manifest)
+    clock = Clock(job.epochs, first)
     log(
         f"masked modeling: {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"{len(data['train'])} training clouds, {job.epochs} epochs"
@@ -137,8 +170,10 @@ def run_pretrain(job: PretrainJob, log=print) -> dict[str, Any]:
                 "seconds": time.perf_counter() - epoch_start,
             }
         )
-        log(f"epoch {epoch + 1}/{job.epochs}: Chamfer-L2 {history[-1]['train_loss']:.5f}")
         _save_checkpoint(accelerator, out / "checkpoints", epoch, manifest, history, job.keep_checkpoints)
+        accelerator.log({k: v for k, v in history[-1].items() if k != "epoch"}, step=epoch + 1)
+        if accelerator.is_main_process:
+            log(f"epoch {epoch + 1}/{job.epochs}: Chamfer-L2 {history[-1]['train_loss']:.5f} ({clock.done(epoch)})")
     results = {
         "history": history,
         "final_loss": history[-1]["train_loss"],
@@ -165,5 +200,7 @@ def run_pretrain(job: PretrainJob, log=print) -> dict[str, Any]:
         atomic_directory(out / "encoder", write)
         write_json_atomic(out / "pretrain_metrics.json", results)
         log(f"saved the pre-trained encoder to {out / 'encoder'}")
+        log(f"total time {format_duration(time.perf_counter() - start)}")
+    end_trackers(accelerator)
     accelerator.wait_for_everyone()
     return results

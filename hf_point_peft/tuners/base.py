@@ -8,16 +8,19 @@ a shared context, refuses to merge (the methods depend on the input), and remove
 from __future__ import annotations
 
 import copy
-import itertools
 import re
 from contextlib import contextmanager
 
+import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, _ExcludedModule, check_target_module_exists
 from peft.utils.other import AuxiliaryTrainingWrapper
 from torch import nn
 
 from .backbones import find_module, get_backbone, model_width
 from .context import CentresContext, install_centres_hook, remove_centres_hooks
+from .keys import AdapterNameFreeKeys
+from .mixed_batch import check_adapter_names, mixed_batch_hooks
+from .placement import TunerModulesFollowBase
 
 __all__ = ["InputDependentTuner", "PointTuner", "checkpointed", "suspended_checkpointing"]
 
@@ -91,8 +94,9 @@ class _BaseModelSnapshot:
             param.requires_grad_(flag)
 
 
-class InputDependentTuner(BaseTuner):
-    """A peft tuner whose adapters depend on the input: merging is refused early with a pointer to `unload()`, and
+class InputDependentTuner(AdapterNameFreeKeys, TunerModulesFollowBase, BaseTuner):
+    """A peft tuner whose adapters depend on the input: merging is refused early with a pointer to `unload()`, saved
+    keys do not depend on the adapter name and a key that does not load is an error (`keys.py`), and
     modules are swapped without peft's assumption that every wrapped module has a `weight`. If creating the tuner
     fails (a width or model-type mismatch, targets that match nothing, ...), the base model is put back exactly as
     it was, so a failed `get_peft_model` / `PeftModel.from_pretrained` leaves no wrapper or hook behind."""
@@ -110,22 +114,66 @@ class InputDependentTuner(BaseTuner):
             raise
 
     def _replace_module(self, parent, child_name, new_module, child) -> None:
-        """Swap `child` for `new_module`, placing new adapter weights on the wrapped module's device.
+        """Swap `child` for `new_module`. The layers place their own adapter weights when they create them (device
+        and dtype of the wrapped module, nothing on the meta device; `placement.py`).
 
-        peft's default copies `child.weight` onto unwrapped modules, which blocks, BatchNorm wrappers and the
-        weight-less modules_to_save of point models (the head Sequential, the cls-token module) do not have."""
+        peft's default copies `child.weight` onto a module without `base_layer`, which is what `unload()` puts back
+        here: a block or BatchNorm of the base, or a weight-less module (the head Sequential, the cls-token module)."""
         setattr(parent, child_name, new_module)
-        if hasattr(child, "base_layer"):
-            child = child.base_layer
-        reference = next(itertools.chain(child.parameters(), child.buffers()), None)
-        if reference is None:
-            return
-        for name, module in new_module.named_modules():
-            if self.prefix in name:
-                module.to(reference.device)
 
     def _check_merge_allowed(self):
         raise ValueError(_NOT_MERGEABLE.format(name=self.method_name))
+
+    one_adapter_per_forward = False  # Point-PEFT, Any2Point: their adapters cannot be active together
+
+    def set_adapter(self, adapter_name, inference_mode: bool = False) -> None:
+        names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
+        if len(names) > 1:
+            self._check_several_active(names)
+        super().set_adapter(adapter_name, inference_mode=inference_mode)
+
+    def _check_several_active(self, names: list[str]) -> None:
+        """Several active adapters must be able to share one forward; otherwise say what to do instead."""
+        serve = (
+            f"to serve one adapter per sample, keep one active and pass adapter_names=[...] (one of {names} per "
+            "sample) to the forward"
+        )
+        if self.one_adapter_per_forward:
+            raise ValueError(
+                f"{self.method_name} runs one adapter per forward, so {names} cannot be active together; {serve}"
+            )
+        owners: dict[str, list[str]] = {}
+        for module_name, module in self.model.named_modules():
+            if isinstance(module, AuxiliaryTrainingWrapper):
+                for name in names:
+                    if name in module.modules_to_save:
+                        owners.setdefault(name, []).append(module_name.rsplit(".", 1)[-1])
+        if len(owners) > 1:
+            modules = sorted({m for found in owners.values() for m in found})
+            raise ValueError(
+                f"adapters {sorted(owners)} each train their own copy of {modules} (modules_to_save), and one forward "
+                f"can use one copy only. To run {names} together, create them with modules_to_save=[] (their "
+                f"{self.method_name} contributions add up and share the base's head), or train one adapter with the "
+                f"head and the others with modules_to_save=[]; {serve}"
+            )
+
+    @contextmanager
+    def _enable_peft_forward_hooks(self, *args, **kwargs):
+        """Mixed-adapter batches (`adapter_names=`, see `mixed_batch.py`); peft calls this around every forward."""
+        adapter_names = kwargs.get("adapter_names")
+        if adapter_names is None:
+            yield
+            return
+        if self.training:
+            raise ValueError(
+                "adapter_names (one adapter per sample) works for inference only: call model.eval() first; "
+                "training runs the active adapter on the whole batch"
+            )
+        points = kwargs.get("points", args[0] if args else None)
+        batch = points.shape[0] if isinstance(points, torch.Tensor) and points.dim() > 0 else None
+        names = check_adapter_names(adapter_names, list(self.peft_config), batch)
+        with mixed_batch_hooks(self.model, self.tuner_layer_cls, names):
+            yield
 
     def merge_and_unload(self, *args, **kwargs):
         raise ValueError(_NOT_MERGEABLE.format(name=self.method_name))
@@ -166,6 +214,14 @@ class PointTuner(InputDependentTuner):
                 f"this {self.method_name} adapter was made for a {peft_config.base_model_type!r} base, but the model is "
                 f"{model_type!r}"
             )
+        labels = len(model_config.get("id2label") or {}) or None
+        saves_head = any(str(m).split(".")[-1] == "classifier" for m in peft_config.modules_to_save or [])
+        if saves_head and None not in (labels, peft_config.base_num_labels) and labels != peft_config.base_num_labels:
+            raise ValueError(
+                f"this {self.method_name} adapter trains its own {peft_config.base_num_labels}-class head "
+                f"(modules_to_save), but the base has a {labels}-class head: load the base with "
+                f"num_labels={peft_config.base_num_labels}"
+            )
         if backbone is None and (peft_config.target_modules is None or peft_config.tokenizer_module is None):
             from .backbones import POINT_BACKBONES
 
@@ -186,6 +242,7 @@ class PointTuner(InputDependentTuner):
         if peft_config.num_prefix_tokens is None:
             raise ValueError(f"set num_prefix_tokens in the {self.method_name} config for model_type {model_type!r}")
         peft_config.base_hidden_size = width if width is not None else peft_config.base_hidden_size
+        peft_config.base_num_labels = labels if labels is not None else peft_config.base_num_labels
         peft_config.base_model_type = model_type or peft_config.base_model_type
         return peft_config
 

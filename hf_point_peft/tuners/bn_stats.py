@@ -18,6 +18,7 @@ from peft.tuners._buffer_dict import BufferDict
 from torch import nn
 
 from ..models.layers import synced_batch_norm
+from .mixed_batch import adapter_groups, expand_rows
 
 __all__ = ["BatchNormStatsMixin", "BN_STATS_MODES"]
 
@@ -49,6 +50,7 @@ class BatchNormStatsMixin:
         if not isinstance(base_layer, nn.modules.batchnorm._BatchNorm) or not base_layer.track_running_stats:
             raise TypeError(f"expected a BatchNorm with running statistics, got {type(base_layer).__name__}")
         self.base_layer = base_layer
+        self.in_features = self.out_features = int(base_layer.num_features)
         mean, var, count, mode = self.stats_attribute_names()
         setattr(self, mean, BufferDict(persistent=True))
         setattr(self, var, BufferDict(persistent=True))
@@ -64,6 +66,7 @@ class BatchNormStatsMixin:
         getattr(self, var)[adapter_name] = base.running_var.detach().clone()
         getattr(self, count)[adapter_name] = base.num_batches_tracked.detach().clone()
         getattr(self, mode_attr)[adapter_name] = mode
+        self._move_adapter_to_device_of_base_layer(adapter_name)
 
     def _stats_adapter(self) -> str | None:
         """The first active adapter that has statistics here (statistics cannot be combined across adapters)."""
@@ -76,8 +79,11 @@ class BatchNormStatsMixin:
                 return name
         return None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, adapter_names: list[str] | None = None) -> torch.Tensor:
         base = self.base_layer
+        context = getattr(self, "context", None)
+        if adapter_names is not None and not self.disable_adapters and not (context is not None and context.bypass):
+            return self._mixed_forward(x, adapter_names)
         adapter = self._stats_adapter()
         if adapter is None:
             if self.training:  # batch statistics, nothing updated
@@ -90,23 +96,37 @@ class BatchNormStatsMixin:
             stats = (base.running_mean, base.running_var)
             if getattr(self, mode_attr)[adapter] == "update":
                 stats = (getattr(self, mean_attr)[adapter], getattr(self, var_attr)[adapter])
-            return F.batch_norm(x, stats[0], stats[1], base.weight, base.bias, False, 0.0, base.eps)
+            return self._normalise(x, *stats, training=False, momentum=0.0)
         count = getattr(self, count_attr)[adapter]
         count.add_(1)
         momentum = base.momentum if base.momentum is not None else 1.0 / float(count)
-        if getattr(base, "sync_stats", False):  # multi-process run: statistics of the global batch
-            mean, var = getattr(self, mean_attr)[adapter], getattr(self, var_attr)[adapter]
-            return synced_batch_norm(x, mean, var, base.weight, base.bias, momentum, base.eps)
-        return F.batch_norm(
-            x,
-            getattr(self, mean_attr)[adapter],
-            getattr(self, var_attr)[adapter],
-            base.weight,
-            base.bias,
-            True,
-            momentum,
-            base.eps,
-        )
+        mean, var = getattr(self, mean_attr)[adapter], getattr(self, var_attr)[adapter]
+        return self._normalise(x, mean, var, training=True, momentum=momentum)
+
+    def _mixed_forward(self, x: torch.Tensor, adapter_names: list[str]) -> torch.Tensor:
+        """Inference with each adapter's statistics on its own rows (the base's for "__base__")."""
+        mean_attr, var_attr, _, mode_attr = self.stats_attribute_names()
+        base, out = self.base_layer, torch.empty_like(x)
+        for name, samples in adapter_groups(adapter_names, device=x.device):
+            rows = expand_rows(samples, len(adapter_names), x.shape[0])  # the tokenizer's BNs see [B * G, C, K]
+            if name in getattr(self, mode_attr) and getattr(self, mode_attr)[name] == "update":
+                stats = (getattr(self, mean_attr)[name], getattr(self, var_attr)[name])
+            else:
+                stats = (base.running_mean, base.running_var)
+            out[rows] = self._normalise(x[rows], *stats, training=False, momentum=0.0)
+        return out
+
+    def _normalise(self, x, mean, var, *, training: bool, momentum: float) -> torch.Tensor:
+        """Batch norm with the base's affine weights, computed in the statistics' dtype (float32 statistics of a
+        half-precision base, `autocast_adapter_dtype`), returned in the input's dtype."""
+        base, dtype = self.base_layer, mean.dtype
+        weight = None if base.weight is None else base.weight.to(dtype)
+        bias = None if base.bias is None else base.bias.to(dtype)
+        if training and getattr(base, "sync_stats", False):  # multi-process run: statistics of the global batch
+            out = synced_batch_norm(x.to(dtype), mean, var, weight, bias, momentum, base.eps)
+        else:
+            out = F.batch_norm(x.to(dtype), mean, var, weight, bias, training, momentum, base.eps)
+        return out.to(x.dtype)
 
     def merge(self, *args, **kwargs) -> None:
         raise ValueError("per-adapter BatchNorm statistics cannot be merged into the base model; use unload()")

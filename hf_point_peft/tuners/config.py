@@ -6,17 +6,18 @@ from dataclasses import dataclass, field
 
 from peft import PeftConfig
 
-from .loading import CheckedAdapterLoading
+from .artefact import AdapterArtefact
 
 __all__ = ["PointPeftConfig"]
 
 
 @dataclass
-class PointPeftConfig(CheckedAdapterLoading, PeftConfig):
+class PointPeftConfig(AdapterArtefact, PeftConfig):
     """Base of the point-cloud method configs. For `point_transformer` and `point_gpt` models every placement field
     is resolved from the model type at injection and written back, so `adapter_config.json` is explicit; for any
     other backbone name them yourself. `from_pretrained` also checks a local weights file saved next to the config,
-    before peft injects anything (see `tuners/loading.py`)."""
+    before peft injects anything, recorded base names are portable, and `save_pretrained` writes the project's model
+    card (see `tuners/artefact.py`)."""
 
     target_modules: list[str] | str | None = field(
         default=None,
@@ -51,6 +52,9 @@ class PointPeftConfig(CheckedAdapterLoading, PeftConfig):
     )
     base_model_type: str | None = field(
         default=None, metadata={"help": "model_type of the base the adapter was made for (set at injection)."}
+    )
+    base_num_labels: int | None = field(
+        default=None, metadata={"help": "Classes of the base's head when the adapter was made (set at injection)."}
     )
     backbone_bn_stats: str = field(
         default="update",

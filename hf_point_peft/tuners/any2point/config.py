@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from peft import PeftConfig
 
 from ...registry import add_peft_type
-from ..loading import CheckedAdapterLoading
+from ..artefact import AdapterArtefact
 
 __all__ = ["PAPER_PRESETS", "Any2PointConfig"]
 
@@ -89,7 +89,7 @@ PAPER_PRESETS = {
 
 
 @dataclass
-class Any2PointConfig(CheckedAdapterLoading, PeftConfig):
+class Any2PointConfig(AdapterArtefact, PeftConfig):
     """Any2Point: a trainable 3D tokenizer feeds a frozen source encoder (CLIP text, BERT, RoBERTa, DINOv2, AST,
     ImageBind audio) whose own position table is sampled through virtual 1D / 2D projections of the token centres;
     every layer gets an any-to-3D guided adapter; a new head classifies. Backbone-dependent `None`s are resolved at

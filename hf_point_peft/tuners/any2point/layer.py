@@ -11,6 +11,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from ..base import checkpointed, suspended_checkpointing
+from ..placement import FollowsBase
 from .config import Any2PointConfig
 
 __all__ = [
@@ -181,7 +182,8 @@ class _AttachHook:
         if name is None:
             return None
         config = self.wrapper.any2point_settings[name]
-        return output + config.scale_factor * self.wrapper.any2point_bottleneck[name](output)
+        bottleneck = self.wrapper.any2point_bottleneck[name]
+        return output + config.scale_factor * bottleneck(output.to(bottleneck.down.weight.dtype)).to(output.dtype)
 
 
 class Any2PointLayer(BaseTunerLayer):
@@ -189,7 +191,7 @@ class Any2PointLayer(BaseTunerLayer):
     other_param_names: tuple[str, ...] = ("any2point_settings",)
 
 
-class Any2PointLayerWrapper(nn.Module, Any2PointLayer):
+class Any2PointLayerWrapper(FollowsBase, nn.Module, Any2PointLayer):
     """One source layer with the Any2Point bottleneck (hooked on its attach sub-module) and the guided branch on its
     output. Outside a point forward, or while adapters are disabled, it is exactly the source layer."""
 
@@ -205,7 +207,7 @@ class Any2PointLayerWrapper(nn.Module, Any2PointLayer):
         super().__init__()
         self.base_layer = base_layer
         self.context = context
-        self.width = width
+        self.width = self.in_features = self.out_features = width
         self.any2point_bottleneck = nn.ModuleDict()
         self.any2point_norms = nn.ModuleDict()
         self.any2point_settings: dict[str, Any2PointConfig] = {}
@@ -222,9 +224,9 @@ class Any2PointLayerWrapper(nn.Module, Any2PointLayer):
     def update_layer(self, adapter_name: str, config: Any2PointConfig) -> None:
         bottleneck = _Bottleneck(self.width, config.adapter_rank, config.adapter_dropout, zero_up=config.init_weights)
         norms = _GuidedNorms(self.width, config.num_views, zero_view_gamma=config.init_weights)
-        reference = next(self.base_layer.parameters())
-        self.any2point_bottleneck[adapter_name] = bottleneck.to(reference.device)
-        self.any2point_norms[adapter_name] = norms.to(reference.device)
+        self.any2point_bottleneck[adapter_name] = bottleneck
+        self.any2point_norms[adapter_name] = norms
+        self._move_adapter_to_device_of_base_layer(adapter_name)
         self.any2point_settings[adapter_name] = config
         self.set_adapter(self.active_adapters)
 
@@ -252,7 +254,7 @@ class Any2PointLayerWrapper(nn.Module, Any2PointLayer):
         if config.coef == 0:
             return x
         ctx, shared, norms = self.context, self.shared, self.any2point_norms[name]
-        t = x[:, 1:]
+        t = x[:, 1:].to(norms.voxel.weight.dtype)  # the adapter's dtype; the result returns in the layer's
         batch, groups, width = t.shape
         flat = t.reshape(batch * groups, width)
         voxels = ctx.voxels.reshape(-1)
@@ -273,7 +275,7 @@ class Any2PointLayerWrapper(nn.Module, Any2PointLayer):
         views = torch.stack(views)
         w = guidance_weights(views, f3)
         guided = (w.unsqueeze(-1) * views).sum(0).reshape(batch, groups, width)
-        return torch.cat([x[:, :1], t + config.coef * guided], dim=1)
+        return torch.cat([x[:, :1], (t + config.coef * guided).to(x.dtype)], dim=1)
 
     def merge(self, *args, **kwargs) -> None:
         raise ValueError("Any2Point adapters depend on the input and cannot be merged; use unload()")

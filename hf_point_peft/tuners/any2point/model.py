@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import copy
 import re
+from contextlib import contextmanager, nullcontext
 
 import torch
 from peft.tuners.tuners_utils import _ExcludedModule, check_target_module_exists
+from peft.utils.integrations import init_empty_weights
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
@@ -58,6 +60,7 @@ class Any2PointModel(InputDependentTuner):
     prefix: str = "any2point_"
     tuner_layer_cls = Any2PointLayer
     method_name = "Any2Point"
+    one_adapter_per_forward = True  # tokenizer, projections and head belong to one adapter
 
     # ---------------------------------------------------------------- set-up
     def _pre_injection_hook(self, model: nn.Module, config, adapter_name: str) -> None:
@@ -126,43 +129,45 @@ class Any2PointModel(InputDependentTuner):
     def inject_adapter(self, model: nn.Module, adapter_name: str, **kwargs) -> None:
         config = self.peft_config[adapter_name]
         self._prepare_adapter_config(config, model.config.to_dict())
+        with init_empty_weights() if kwargs.get("low_cpu_mem_usage") else nullcontext():
+            self._create_tuner_modules(model, adapter_name, config)
+        self._move_adapter_to_device_of_base_layer(adapter_name)
+        super().inject_adapter(model, adapter_name, **kwargs)
+        for module in model.modules():
+            if isinstance(module, Any2PointLayerWrapper):
+                object.__setattr__(module, "shared", self.__dict__["_a2p_shared"])
+        self._sync_requires_grad()
+
+    def _create_tuner_modules(self, model: nn.Module, adapter_name: str, config) -> None:
+        """The adapter's tokenizer, projection, cls token, per-view local attention and norms, final norm and head
+        (float32 on the CPU; `_move_adapter_to_device_of_base_layer` places them)."""
         recipe = get_recipe(model)
         width = model.config.hidden_size
-        device = next(model.parameters()).device
         tokenizer = PointPNTokenizer(
             config.knn_k, config.tokenizer_norm, config.tokenizer_groups, config.tokenizer_width
         )
-        self.any2point_tokenizer[adapter_name] = tokenizer.to(device)
+        self.any2point_tokenizer[adapter_name] = tokenizer
         t_width = config.tokenizer_width
-        self.any2point_proj[adapter_name] = (nn.Linear(t_width, width) if width != t_width else nn.Identity()).to(
-            device
-        )
+        self.any2point_proj[adapter_name] = nn.Linear(t_width, width) if width != t_width else nn.Identity()
         source_cls = get_module(model, recipe.cls_token) if recipe.cls_token else None
-        self.any2point_cls[adapter_name] = ClsModule(width, source_cls).to(device)
+        self.any2point_cls[adapter_name] = ClsModule(width, source_cls)
         attn = nn.ModuleList(
             [LocalCellAttention(width, config.local_attn_dim, config.local_attn_heads) for _ in range(config.num_views)]
         )
-        self.any2point_local_attn[adapter_name] = attn.to(device)
-        self.any2point_view_norm[adapter_name] = nn.ModuleList(
-            [nn.LayerNorm(width) for _ in range(config.num_views)]
-        ).to(device)
+        self.any2point_local_attn[adapter_name] = attn
+        self.any2point_view_norm[adapter_name] = nn.ModuleList([nn.LayerNorm(width) for _ in range(config.num_views)])
         final = copy.deepcopy(get_module(model, recipe.final_norm)) if recipe.final_norm else nn.LayerNorm(width)
         final.eps = config.final_norm_eps
-        self.any2point_final_norm[adapter_name] = final.float().to(device).requires_grad_(True)
+        self.any2point_final_norm[adapter_name] = final.float().requires_grad_(True)
         self.any2point_head[adapter_name] = PointHead(
             2 * width, list(config.head_hidden), config.num_labels, config.head_dropout
-        ).to(device)
+        )
         for module in (attn, self.any2point_proj[adapter_name], self.any2point_head[adapter_name]):
             for linear in module.modules():
                 if isinstance(linear, nn.Linear):
                     nn.init.xavier_uniform_(linear.weight)
                     if linear.bias is not None:
                         nn.init.zeros_(linear.bias)
-        super().inject_adapter(model, adapter_name, **kwargs)
-        for module in model.modules():
-            if isinstance(module, Any2PointLayerWrapper):
-                object.__setattr__(module, "shared", self.__dict__["_a2p_shared"])
-        self._sync_requires_grad()
 
     def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key, **kwargs):
         if isinstance(target, Any2PointLayerWrapper):
@@ -177,7 +182,7 @@ class Any2PointModel(InputDependentTuner):
         self._replace_module(parent, target_name, new_module, target)
 
     # ---------------------------------------------------------------- adapters on / off / deleted
-    _TUNER_DICTS = (
+    tuner_adapter_dicts = _TUNER_DICTS = (
         "any2point_tokenizer",
         "any2point_proj",
         "any2point_cls",
@@ -211,6 +216,16 @@ class Any2PointModel(InputDependentTuner):
         model.__dict__.pop("forward", None)
         remove_attach_hooks(model)
         return super().unload()
+
+    @contextmanager
+    def _enable_peft_forward_hooks(self, *args, **kwargs):
+        if kwargs.get("adapter_names") is not None:
+            raise ValueError(
+                "Any2Point runs one adapter per forward (each adapter has its own 3D tokenizer, projections and "
+                "head, and one position lookup per batch), so adapter_names= (one adapter per sample) is not "
+                "supported: call model.set_adapter(name) and run each adapter's samples as their own batch"
+            )
+        yield
 
     def _enable_adapter_layers(self, enabled: bool = True) -> None:
         super()._enable_adapter_layers(enabled)
@@ -257,6 +272,8 @@ class Any2PointModel(InputDependentTuner):
         x = torch.cat([cls.token.expand(batch, -1, -1).to(dtype), tokens], dim=1)
         pos = torch.cat([cls.position.expand(batch, -1, -1).to(dtype), pe.to(dtype)], dim=1)
         x = x + pos
+        source_dtype = table.dtype  # the source layers run in their own dtype; the adapter's modules in theirs
+        x, pos = x.to(source_dtype), pos.to(source_dtype)
         if recipe.input_norm:
             emb = model.embeddings
             x = emb.LayerNorm(x + emb.token_type_embeddings.weight[0])
@@ -271,12 +288,13 @@ class Any2PointModel(InputDependentTuner):
                 x = out[0] if isinstance(out, tuple) else out
         finally:
             ctx.in_point_forward = False
-        x = self.any2point_final_norm[name](x)
+        x = self.any2point_final_norm[name](x.to(dtype))
         feature = torch.cat([x[:, 0], x[:, 1:].amax(dim=1)], dim=-1)
         logits = self.any2point_head[name](feature)
         loss = classification_loss(logits, labels, 0.0)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(loss=loss, logits=logits.to(source_dtype))
 
+    @torch.compiler.disable  # voxel and cell ids are discrete choices: eager under torch.compile
     def _build_context(self, name: str, config, centres: torch.Tensor, views) -> None:
         ctx = self.context
         batch, groups, _ = centres.shape

@@ -44,6 +44,7 @@ class ViewPositions:
         self.pe, self.cells, self.num_cells = pe, cells, num_cells
 
 
+@torch.compiler.disable  # cells are discrete choices: eager under torch.compile, so compiled == eager
 def pe_1d(centres: torch.Tensor, table: torch.Tensor, direction, num_views: int, cell_size: float) -> ViewPositions:
     """1D (CLIP, BERT): per view, centre the rotated centres, project on the unit direction, min-max normalise per
     sample to s in [0, 1] (0 when max == min), x = s (L - 1), linear interpolation of the table rows; cell = x // cell."""
@@ -72,6 +73,7 @@ def pe_1d(centres: torch.Tensor, table: torch.Tensor, direction, num_views: int,
     return ViewPositions(torch.stack(pes).mean(0).to(table.dtype), torch.stack(cells), num_cells)
 
 
+@torch.compiler.disable  # cells are discrete choices: eager under torch.compile, so compiled == eager
 def pe_2d(
     centres: torch.Tensor,
     grid: torch.Tensor,

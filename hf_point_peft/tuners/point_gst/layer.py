@@ -13,6 +13,8 @@ from ...geometry.spectral import GraphBases, graph_bases
 from ..base import checkpointed, suspended_checkpointing
 from ..bn_stats import BatchNormStatsMixin
 from ..context import CentresContext
+from ..mixed_batch import adapter_groups
+from ..placement import FollowsBase
 from .config import PointGSTConfig
 
 __all__ = ["PointGSTBatchNorm", "PointGSTBlock", "PointGSTLayer", "SpectralAdapter"]
@@ -59,12 +61,12 @@ class SpectralAdapter(nn.Module):
         v = v.to(dtype)
         with torch.autocast(device_type=s.device.type, enabled=False):
             f = self._spec(s.to(dtype), v, inverse=False)
-        f = f + F.silu(self.adapt1(norm(f)))
+        f = f + F.silu(self.adapt1(norm(f.to(self.adapt1.weight.dtype)))).to(f.dtype)
         with torch.autocast(device_type=s.device.type, enabled=False):
             return self._spec(f.to(dtype), v, inverse=True)
 
     def forward(self, x: torch.Tensor, bases: GraphBases, num_prefix: int) -> torch.Tensor:
-        h = self.down(x)
+        h = self.down(x.to(self.down.weight.dtype))  # a float32 adapter on a half-precision base
         s = h[:, num_prefix:]
         batch, groups, rank = s.shape
         if groups != bases.global_basis.shape[-1]:
@@ -107,7 +109,7 @@ def _build_bases(config_key: tuple, centres: torch.Tensor) -> GraphBases:
         )
 
 
-class PointGSTBlock(nn.Module, PointGSTLayer):
+class PointGSTBlock(FollowsBase, nn.Module, PointGSTLayer):
     """A transformer block with PCSA adapters in parallel with its FFN (specs/pointgst.md §3): the adapters read the
     input of the block's second LayerNorm (the residual stream after attention) and their output is added to the
     block output. Works for the pre-LN Point-MAE blocks and PointGPT's normed-residual blocks alike."""
@@ -124,16 +126,15 @@ class PointGSTBlock(nn.Module, PointGSTLayer):
         self.num_prefix = config.num_prefix_tokens
         norm = getattr(base_layer, config.block_norm)
         self.width = int(norm.normalized_shape[0]) if hasattr(norm, "normalized_shape") else int(norm.weight.shape[0])
+        self.in_features = self.out_features = self.width
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, config)
 
     def update_layer(self, adapter_name: str, config: PointGSTConfig) -> None:
         adapter = SpectralAdapter(self.width, config.rank, config.spectral_transform, config.init_weights)
-        reference = next(self.base_layer.parameters(), None)
-        if reference is not None:
-            adapter.to(reference.device)
         self.point_gst_adapter[adapter_name] = adapter
         self.point_gst_graph[adapter_name] = config.graph_key
+        self._move_adapter_to_device_of_base_layer(adapter_name)
         self.set_adapter(self.active_adapters)
 
     def _active(self) -> list[str]:
@@ -141,14 +142,17 @@ class PointGSTBlock(nn.Module, PointGSTLayer):
             return []
         return [name for name in self.active_adapters if name in self.point_gst_adapter]
 
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, *args, adapter_names: list[str] | None = None, **kwargs):
+        if adapter_names is not None and not self.disable_adapters:
+            return self._mixed_forward(adapter_names, hidden_states, *args, **kwargs)
         active = self._active()
         if not active:
             return self.base_layer(hidden_states, *args, **kwargs)
         run = partial(self._adapted_forward, active, **kwargs)
         return checkpointed(self, self.base_layer, run, hidden_states, *args)
 
-    def _adapted_forward(self, active: list[str], hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    def _base_forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block's output and the input of its `block_norm` (the stream the adapters read)."""
         base = self.base_layer
         capture = _InputCapture()
         handle = getattr(base, self.block_norm).register_forward_pre_hook(capture)
@@ -159,10 +163,27 @@ class PointGSTBlock(nn.Module, PointGSTLayer):
             handle.remove()
         if capture.value is None:
             raise RuntimeError(f"{type(base).__name__}.{self.block_norm} was not called during the block forward")
+        return output, capture.value
+
+    def _adapted_forward(self, active: list[str], hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        output, stream = self._base_forward(hidden_states, *args, **kwargs)
         for name in active:
             key = self.point_gst_graph[name]
             bases = self.context.get(key, partial(_build_bases, key))
-            output = output + self.point_gst_adapter[name](capture.value, bases, self.num_prefix).to(output.dtype)
+            output = output + self.point_gst_adapter[name](stream, bases, self.num_prefix).to(output.dtype)
+        return output
+
+    def _mixed_forward(self, adapter_names: list[str], hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """Each adapter's rows get that adapter's PCSA, with graph bases of those rows only (the batch-global
+        distance scale then covers the same samples as a forward of those rows alone)."""
+        output, stream = self._base_forward(hidden_states, *args, **kwargs)
+        for name, rows in adapter_groups(adapter_names, device=hidden_states.device):
+            if name not in self.point_gst_adapter:  # "__base__", or an adapter that skips this block
+                continue
+            key = self.point_gst_graph[name]
+            bases = self.context.get((*key, "rows", *rows.tolist()), lambda c, k=key, r=rows: _build_bases(k, c[r]))
+            delta = self.point_gst_adapter[name](stream[rows], bases, self.num_prefix)
+            output = output.index_add(0, rows, delta.to(output.dtype))
         return output
 
     def merge(self, *args, **kwargs) -> None:
@@ -172,7 +193,7 @@ class PointGSTBlock(nn.Module, PointGSTLayer):
         return None
 
 
-class PointGSTBatchNorm(BatchNormStatsMixin, nn.Module, PointGSTLayer):
+class PointGSTBatchNorm(BatchNormStatsMixin, FollowsBase, nn.Module, PointGSTLayer):
     """Per-adapter running statistics of a frozen backbone BatchNorm (`backbone_bn_stats`)."""
 
     stats_prefix = "point_gst_bn_"

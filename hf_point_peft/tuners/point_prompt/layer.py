@@ -17,6 +17,8 @@ from ...models.layers import BatchNorm1d
 from ..base import checkpointed
 from ..bn_stats import BatchNormStatsMixin
 from ..context import CentresContext
+from ..mixed_batch import adapter_groups, take_rows
+from ..placement import FollowsBase
 from .config import PointPromptConfig
 
 __all__ = [
@@ -39,6 +41,11 @@ __all__ = [
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
     return x * torch.sigmoid(1.702 * x)
+
+
+def _run(adapter: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """`adapter(z)` in the adapter's dtype (a float32 adapter on a half-precision base), returned in z's dtype."""
+    return adapter(z.to(adapter.down.weight.dtype)).to(z.dtype)
 
 
 class Bottleneck(nn.Module):
@@ -179,17 +186,21 @@ class PromptShared:
         self.coords, self.geometry, self.bank, self.feature_fn = coords, geometry, bank, feature_fn
         self.settings: dict[str, PointPromptConfig] = {}
 
-    def graph(self, context: CentresContext, name: str, with_prompts: bool) -> GAGraph:
+    def graph(
+        self, context: CentresContext, name: str, with_prompts: bool, rows: torch.Tensor | None = None
+    ) -> GAGraph:
+        """This forward's GA graph of adapter `name` (of the samples `rows` only, in a mixed-adapter batch)."""
         config = self.settings[name]
         coords = self.coords[name] if with_prompts else None
 
         def build(centres: torch.Tensor) -> GAGraph:
+            centres = centres if rows is None else centres[rows]
             anchors = config.ga_num_anchors if config.ga_num_anchors is not None else max(1, centres.shape[1] // 2)
             return build_graph(centres, coords, anchors, config.ga_k)
 
-        return context.get(("point_prompt_graph", name, with_prompts), build)
+        return context.get(("point_prompt_graph", name, with_prompts, *_rows_key(rows)), build)
 
-    def prompt_input(self, context: CentresContext, name: str) -> torch.Tensor:
+    def prompt_input(self, context: CentresContext, name: str, rows: torch.Tensor | None = None) -> torch.Tensor:
         config = self.settings[name]
         if name not in self.bank:
             raise ValueError(
@@ -200,9 +211,14 @@ class PromptShared:
         def build(_centres: torch.Tensor) -> torch.Tensor:
             if context.points is None:
                 raise RuntimeError("the bank query needs the forward's input points; none were captured")
-            return bank_prompt_input(self.feature_fn(context.points), self.bank[name], config.bank_topk)
+            points = context.points if rows is None else context.points[rows]
+            return bank_prompt_input(self.feature_fn(points), self.bank[name], config.bank_topk)
 
-        return context.get(("point_prompt_cm", name), build)
+        return context.get(("point_prompt_cm", name, *_rows_key(rows)), build)
+
+
+def _rows_key(rows: torch.Tensor | None) -> tuple:
+    return () if rows is None else ("rows", *rows.tolist())
 
 
 class FrozenFeatures:
@@ -237,7 +253,7 @@ def bank_prompt_input(query: torch.Tensor, bank: torch.Tensor, k: int) -> torch.
     return torch.cat([query.float().unsqueeze(1), aggregate, picked], dim=1)
 
 
-class PointPromptBlock(nn.Module, PointPromptLayer):
+class PointPromptBlock(FollowsBase, nn.Module, PointPromptLayer):
     """A block re-run with Point-PEFT (specs/point_prompt.md §5): prompts after the prefix tokens in the first
     `prompt_layers` blocks, bias deltas, the MLP adapter, the geometry-aware adapter and the output adapter. Supports
     the Point-MAE family's pre-LN blocks and PointGPT's normed-residual causal blocks."""
@@ -261,6 +277,7 @@ class PointPromptBlock(nn.Module, PointPromptLayer):
         self.gpt = hasattr(base_layer, "ln_1")
         norm1 = base_layer.ln_1 if self.gpt else base_layer.norm1
         self.width = int(norm1.normalized_shape[0])
+        self.in_features = self.out_features = self.width
         self.intermediate = base_layer.mlp.fc1.out_features
         for name in self.adapter_layer_names:
             setattr(self, name, nn.ModuleDict())
@@ -289,11 +306,7 @@ class PointPromptBlock(nn.Module, PointPromptLayer):
         self.point_prompt_ga_norm[adapter_name] = BatchNorm1d(self.width)
         if c.bias_tuning:
             self.point_prompt_bias[adapter_name] = BiasDeltas(self.width, self.intermediate)
-        reference = next(self.base_layer.parameters(), None)
-        if reference is not None:
-            for name in self.adapter_layer_names:
-                if adapter_name in getattr(self, name):
-                    getattr(self, name)[adapter_name].to(reference.device)
+        self._move_adapter_to_device_of_base_layer(adapter_name)
         self.point_prompt_settings[adapter_name] = c
         self.set_adapter(self.active_adapters)
 
@@ -306,25 +319,45 @@ class PointPromptBlock(nn.Module, PointPromptLayer):
             raise ValueError(f"Point-PEFT runs one adapter at a time; active adapters here: {active}")
         return active[0] if active else None
 
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, *args, adapter_names: list[str] | None = None, **kwargs):
+        if adapter_names is not None and not self.disable_adapters and not self.context.bypass:
+            return self._mixed_forward(adapter_names, hidden_states, *args, **kwargs)
         name = self._active()
         if name is None:
             return self.base_layer(hidden_states, *args, **kwargs)
-        config = self.point_prompt_settings[name]
-        prompted = name in self.point_prompt_tokens
-        graph = self.shared.graph(self.context, name, prompted and config.learn_prompt_coords)
-        cm = self.shared.prompt_input(self.context, name) if prompted and config.use_memory_bank else None
-        run = partial(self._adapted_forward, name, config, graph, cm, **kwargs)
+        graph, cm = self._per_forward_inputs(name)
+        run = partial(self._adapted_forward, name, self.point_prompt_settings[name], graph, cm, **kwargs)
         return checkpointed(self, self.base_layer, run, hidden_states, *args)
 
+    def _per_forward_inputs(self, name: str, rows: torch.Tensor | None = None):
+        """The GA graph and the bank-enhanced prompt input (None without a bank or prompts) of adapter `name`."""
+        config = self.point_prompt_settings[name]
+        prompted = name in self.point_prompt_tokens
+        graph = self.shared.graph(self.context, name, prompted and config.learn_prompt_coords, rows)
+        cm = self.shared.prompt_input(self.context, name, rows) if prompted and config.use_memory_bank else None
+        return graph, cm
+
+    def _mixed_forward(self, adapter_names: list[str], hidden_states: torch.Tensor, *args, **kwargs):
+        """Each adapter's rows through the block under that adapter, as a forward of those rows alone would."""
+        batch, out = hidden_states.shape[0], torch.empty_like(hidden_states)
+        for name, rows in adapter_groups(adapter_names, device=hidden_states.device):
+            sub_args, sub_kwargs = take_rows(args, rows, batch), take_rows(kwargs, rows, batch)
+            if name in self.point_prompt_mlp:
+                graph, cm = self._per_forward_inputs(name, rows)
+                config = self.point_prompt_settings[name]
+                out[rows] = self._adapted_forward(name, config, graph, cm, hidden_states[rows], *sub_args, **sub_kwargs)
+            else:  # "__base__", or an adapter that skips this block
+                out[rows] = self.base_layer(hidden_states[rows], *sub_args, **sub_kwargs)
+        return out
+
     def _norm(self, norm: nn.LayerNorm, x: torch.Tensor, delta: torch.Tensor | None) -> torch.Tensor:
-        bias = norm.bias if delta is None else norm.bias + delta
+        bias = norm.bias if delta is None else norm.bias + delta.to(norm.bias.dtype)
         return F.layer_norm(x, norm.normalized_shape, norm.weight, bias, norm.eps)
 
     def _mlp(self, x: torch.Tensor, deltas: BiasDeltas | None) -> torch.Tensor:
         mlp = self.base_layer.mlp
-        b1 = mlp.fc1.bias if deltas is None else mlp.fc1.bias + deltas.fc1
-        b2 = mlp.fc2.bias if deltas is None else mlp.fc2.bias + deltas.fc2
+        b1 = mlp.fc1.bias if deltas is None else mlp.fc1.bias + deltas.fc1.to(mlp.fc1.bias.dtype)
+        b2 = mlp.fc2.bias if deltas is None else mlp.fc2.bias + deltas.fc2.to(mlp.fc2.bias.dtype)
         h = mlp.drop(mlp.act(F.linear(x, mlp.fc1.weight, b1)))
         return mlp.drop(F.linear(h, mlp.fc2.weight, b2))
 
@@ -337,7 +370,7 @@ class PointPromptBlock(nn.Module, PointPromptLayer):
         n_prompt = 0 if prompts is None else prompts.shape[1]
         if prompts is not None:
             x = torch.cat([x[:, :p], prompts.to(x.dtype), x[:, p:]], dim=1)
-        proj_delta = None if deltas is None else deltas.proj
+        proj_delta = None if deltas is None else deltas.proj.to(x.dtype)
         if self.gpt:  # x = ln_1(x); x = x + attn(x, causal); m = mlp(ln_2(x))
             x = self._norm(base.ln_1, x, None if deltas is None else deltas.norm1)
             x = x + base.attn(x, is_causal=True) + (0 if proj_delta is None else proj_delta)
@@ -346,15 +379,17 @@ class PointPromptBlock(nn.Module, PointPromptLayer):
             attn = base.attn(self._norm(base.norm1, x, None if deltas is None else deltas.norm1))
             x = x + attn + (0 if proj_delta is None else proj_delta)
             m = base.drop_path(self._mlp(self._norm(base.norm2, x, None if deltas is None else deltas.norm2), deltas))
-        x = x + m + config.mlp_adapter_scale * self.point_prompt_mlp[name](m)
+        x = x + m + config.mlp_adapter_scale * _run(self.point_prompt_mlp[name], m)
         head, mid, patches = x[:, :p], x[:, p : p + n_prompt], x[:, p + n_prompt :]
         patches = self._geometry(name, config, graph, patches, mid if n_prompt and config.learn_prompt_coords else None)
-        x = self.point_prompt_out[name](torch.cat([head, mid, patches], dim=1))
+        x = _run(self.point_prompt_out[name], torch.cat([head, mid, patches], dim=1))
         return torch.cat([x[:, :p], x[:, p + n_prompt :]], dim=1)
 
     def _geometry(self, name, config, graph: GAGraph, patches: torch.Tensor, prompts: torch.Tensor | None):
-        """Local attention in each anchor's kNN neighbourhood, pooled, normalised, propagated back to the tokens."""
+        """Local attention in each anchor's kNN neighbourhood, pooled, normalised, propagated back to the tokens
+        (in the adapter's dtype; the update returns in the tokens' dtype)."""
         rows = patches if prompts is None else torch.cat([prompts, patches], dim=1)
+        rows = rows.to(self.point_prompt_ga_norm[name].weight.dtype)
         batch, _, width = rows.shape
         a = graph.neighbours.shape[1]
         pooled = self._local_pool(name, rows, graph.neighbours)
@@ -386,7 +421,7 @@ class PointPromptBlock(nn.Module, PointPromptLayer):
         return None
 
 
-class PointPromptNorm(nn.Module, PointPromptLayer):
+class PointPromptNorm(FollowsBase, nn.Module, PointPromptLayer):
     """The final LayerNorm with per-adapter weight / bias deltas (part of the official bias tuning)."""
 
     adapter_layer_names = ("point_prompt_norm",)
@@ -397,32 +432,39 @@ class PointPromptNorm(nn.Module, PointPromptLayer):
         self.base_layer = base_layer
         self.context = context
         self.point_prompt_norm = nn.ModuleDict()
+        self.in_features = self.out_features = int(base_layer.normalized_shape[0])
         self._active_adapter = adapter_name
         self.update_layer(adapter_name)
 
     def update_layer(self, adapter_name: str) -> None:
-        deltas = NormDeltas(self.base_layer.normalized_shape[0])
-        reference = self.base_layer.weight
-        self.point_prompt_norm[adapter_name] = deltas.to(reference.device)
+        self.point_prompt_norm[adapter_name] = NormDeltas(self.base_layer.normalized_shape[0])
+        self._move_adapter_to_device_of_base_layer(adapter_name)
         self.set_adapter(self.active_adapters)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, adapter_names: list[str] | None = None) -> torch.Tensor:
+        if self.disable_adapters or self.context.bypass:
+            return self.base_layer(x)
+        if adapter_names is not None:
+            out = torch.empty_like(x)
+            for name, rows in adapter_groups(adapter_names, device=x.device):
+                out[rows] = self._with_deltas(name, x[rows])
+            return out
+        active = [n for n in self.active_adapters if n in self.point_prompt_norm]
+        return self._with_deltas(active[0] if active else None, x)
+
+    def _with_deltas(self, name: str | None, x: torch.Tensor) -> torch.Tensor:
         base = self.base_layer
-        active = (
-            []
-            if (self.disable_adapters or self.context.bypass)
-            else [n for n in self.active_adapters if n in self.point_prompt_norm]
-        )
-        if not active:
+        if name not in self.point_prompt_norm:
             return base(x)
-        d = self.point_prompt_norm[active[0]]
-        return F.layer_norm(x, base.normalized_shape, base.weight + d.weight, base.bias + d.bias, base.eps)
+        d = self.point_prompt_norm[name]
+        weight, bias = base.weight + d.weight.to(base.weight.dtype), base.bias + d.bias.to(base.bias.dtype)
+        return F.layer_norm(x, base.normalized_shape, weight, bias, base.eps)
 
     def merge(self, *args, **kwargs) -> None:
         raise ValueError("Point-PEFT bias deltas are kept separate from the base; use unload()")
 
 
-class PointPromptBatchNorm(BatchNormStatsMixin, nn.Module, PointPromptLayer):
+class PointPromptBatchNorm(BatchNormStatsMixin, FollowsBase, nn.Module, PointPromptLayer):
     """Per-adapter running statistics of a frozen backbone BatchNorm (`backbone_bn_stats`)."""
 
     stats_prefix = "point_prompt_bn_"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 import warnings
+from contextlib import nullcontext
 
 import torch
 from peft.tuners._buffer_dict import BufferDict
+from peft.utils.integrations import init_empty_weights
 from torch import nn
 
 from ..backbones import find_module, get_backbone
@@ -34,6 +36,7 @@ class PointPromptModel(PointTuner):
     block_layer_cls = PointPromptBlock
     bn_layer_cls = PointPromptBatchNorm
     method_name = "Point-PEFT"
+    one_adapter_per_forward = True  # prompts, bias deltas and the bank belong to one adapter
     capture_points = True
 
     # ---------------------------------------------------------------- tuner-level state
@@ -60,6 +63,9 @@ class PointPromptModel(PointTuner):
             return getattr(model, backbone.base_prefix)
         return model
 
+    tuner_adapter_dicts = ("point_prompt_coords", "point_prompt_geometry")
+    own_dtype_dicts = ("point_prompt_bank",)  # float32 or float16, as `bank_dtype` says
+
     def inject_adapter(self, model: nn.Module, adapter_name: str, **kwargs) -> None:
         config = self.peft_config[adapter_name]
         base_model_type = getattr(getattr(model, "config", None), "model_type", None)
@@ -70,17 +76,15 @@ class PointPromptModel(PointTuner):
             )
         shared = self._shared_state()
         width = model.config.hidden_size
-        reference = next(model.parameters())
-        coords = nn.Parameter(nn.init.trunc_normal_(torch.empty(config.num_prompt_tokens, 3), std=0.02))
-        self.point_prompt_coords[adapter_name] = coords
-        geometry = SharedGeometry(width, config.ga_attn_dim, config.ga_attn_heads)
-        self.point_prompt_geometry[adapter_name] = geometry.to(reference.device)
-        self.point_prompt_coords[adapter_name].data = self.point_prompt_coords[adapter_name].data.to(reference.device)
+        with init_empty_weights() if kwargs.get("low_cpu_mem_usage") else nullcontext():
+            coords = nn.Parameter(nn.init.trunc_normal_(torch.empty(config.num_prompt_tokens, 3), std=0.02))
+            self.point_prompt_coords[adapter_name] = coords
+            self.point_prompt_geometry[adapter_name] = SharedGeometry(width, config.ga_attn_dim, config.ga_attn_heads)
         if config.use_memory_bank and config.bank_size is not None:  # loading: allocate before the state dict
             dtype = torch.float16 if config.bank_dtype == "float16" else torch.float32
-            self.point_prompt_bank[adapter_name] = torch.zeros(
-                config.bank_size, width, dtype=dtype, device=reference.device
-            )
+            self.point_prompt_bank[adapter_name] = torch.zeros(config.bank_size, width, dtype=dtype)
+        self._move_adapter_to_device_of_base_layer(adapter_name)
+        if config.use_memory_bank and config.bank_size is not None:
             source = getattr(getattr(model, "config", None), "name_or_path", None)
             if config.bank_source and source and config.bank_source != source:
                 warnings.warn(

@@ -1,0 +1,597 @@
+"""The `point-peft` argument parser. It imports nothing but the standard library, so that `--help` and mistakes in
+the command line are answered at once; the jobs behind the commands live in `hf_point_peft.cli`.
+
+The defaults shown here are the library's (`FinetuneJob`, `TrainingArguments`, `PretrainJob`, `BenchmarkOptions`);
+`tests/test_cli.py` checks that the two agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+__all__ = ["CommandError", "build_parser"]
+
+
+class CommandError(Exception):
+    """A one-line failure of the command line with its exit status: 2 when the command or its inputs are wrong,
+    1 when something outside them failed (network, Hub, credentials, disk)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints the usage block before a mistake; here the mistake is one line that says where help is."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CommandError(f"{message} (see `{self.prog} --help`)")
+
+
+# --- choices and defaults (the library's; checked by tests/test_cli.py) ---------------------------------------------
+METHODS = ("any2point", "full", "linear", "lora", "point-prompt", "pointgst")
+DATASETS = (
+    "synthetic",
+    "synthetic-hard",
+    "modelnet40",
+    "modelnet40-h5",
+    "scanobjectnn-obj_bg",
+    "scanobjectnn-obj_only",
+    "scanobjectnn-pb_t50_rs",
+    "disk",
+)
+AUGMENTATIONS = ("scale_translate", "rotate", "scale", "none")
+PRECISIONS = ("no", "bf16", "fp16")
+BENCHMARK_METHODS = ("any2point", "any2point-random", "full", "linear", "lora", "point-prompt", "pointgst", "scratch")
+CONVERT_SOURCES = ("point-mae", "point-bert", "act", "recon", "pointgpt")
+CONVERT_METHODS = ("pointgst", "point-prompt", "any2point")  # fine-tuned PEFT checkpoints -> adapter + base
+TRACKERS = ("tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "aim", "clearml", "dvclive", "swanlab")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+FINETUNE = {
+    "method": "pointgst",
+    "backbone": "embedded",
+    "dataset": "synthetic",
+    "output_dir": "outputs/run",
+    "epochs": 10,
+    "batch_size": 32,
+    "eval_batch_size": 64,
+    "learning_rate": 5e-4,
+    "weight_decay": 0.05,
+    "warmup_epochs": 1.0,
+    "min_learning_rate": 1e-6,
+    "max_grad_norm": 10.0,
+    "gradient_accumulation_steps": 1,
+    "mixed_precision": "no",
+    "seed": 0,
+    "num_points": 1024,
+    "augmentation": "scale_translate",
+    "validation_fraction": 0.1,
+    "vote": 0,
+    "num_workers": 0,
+}
+PRETRAIN = {
+    "dataset": "synthetic",
+    "output_dir": "outputs/pretrain",
+    "epochs": 30,
+    "batch_size": 64,
+    "learning_rate": 1e-3,
+    "weight_decay": 0.05,
+    "warmup_epochs": 3.0,
+    "min_learning_rate": 1e-6,
+    "mixed_precision": "no",
+    "seed": 0,
+    "num_points": 1024,
+    "augmentation": "scale_translate",
+}
+BENCHMARK = {
+    "output_dir": "benchmark",
+    "methods": ["full", "linear", "lora", "pointgst", "point-prompt", "any2point", "scratch"],
+    "dataset": "synthetic",
+    "backbone": "embedded",
+    "epochs": 6,
+    "batch_size": 32,
+    "num_points": 512,
+    "seed": 0,
+    "mixed_precision": "no",
+    "cost_batch": 32,
+    "cost_steps": 2,
+}
+
+
+# --- value types: a bad number is refused while parsing, naming the flag ----------------------------------------------
+def _number(kind, low: float, inclusive: bool = True):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            kind_name = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {kind_name}, got {text!r}") from None
+        if value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {low}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+POSITIVE = _number(int, 1)
+NON_NEGATIVE = _number(int, 0)
+POSITIVE_FLOAT = _number(float, 0.0, inclusive=False)
+NON_NEGATIVE_FLOAT = _number(float, 0.0)
+
+
+def key_value(text: str) -> tuple[str, object]:
+    """`key=value`; the value is read as JSON when it parses (numbers, booleans, lists), else kept as a string."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return key.replace("-", "_"), parsed
+
+
+key_value.__name__ = "key=value"
+
+
+def _fraction(text: str) -> float:
+    value = POSITIVE_FLOAT(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+# --- shared flag groups ------------------------------------------------------------------------------------------------
+def _common() -> argparse.ArgumentParser:
+    """Output verbosity, on every sub-command."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("output")
+    g.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="messages shown: info (default) prints one line per step of the job; debug adds the libraries' own "
+        "messages and warnings",
+    )
+    g.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
+    return p
+
+
+def _progress_flag(p, default_text: str) -> None:
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"tqdm progress bars ({default_text})",
+    )
+
+
+def _training_flags(p: argparse.ArgumentParser, d: dict) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=POSITIVE, default=d["epochs"], help="training epochs (default %(default)s)")
+    g.add_argument(
+        "--batch-size",
+        type=POSITIVE,
+        default=d["batch_size"],
+        help="global batch size, split across processes (default %(default)s)",
+    )
+    g.add_argument(
+        "--lr",
+        type=POSITIVE_FLOAT,
+        default=d["learning_rate"],
+        help="peak learning rate of AdamW (default %(default)s)",
+    )
+    g.add_argument(
+        "--weight-decay",
+        type=NON_NEGATIVE_FLOAT,
+        default=d["weight_decay"],
+        help="AdamW weight decay, not on biases / 1-D / tokens (default %(default)s)",
+    )
+    g.add_argument(
+        "--warmup-epochs",
+        type=NON_NEGATIVE_FLOAT,
+        default=d["warmup_epochs"],
+        help="linear warm-up before the cosine decay (default %(default)s)",
+    )
+    g.add_argument(
+        "--min-lr",
+        type=NON_NEGATIVE_FLOAT,
+        default=d["min_learning_rate"],
+        help="final learning rate of the cosine (default %(default)s)",
+    )
+    g.add_argument(
+        "--num-points",
+        type=POSITIVE,
+        default=d["num_points"],
+        help="points per cloud fed to the model (default %(default)s)",
+    )
+    g.add_argument(
+        "--augmentation",
+        choices=AUGMENTATIONS,
+        default=d["augmentation"],
+        help="training augmentation (default %(default)s)",
+    )
+    g.add_argument(
+        "--mixed-precision", choices=PRECISIONS, default=d["mixed_precision"], help="autocast precision (default no)"
+    )
+    g.add_argument(
+        "--seed",
+        type=NON_NEGATIVE,
+        default=d["seed"],
+        help="seed of data order, augmentation and init (default %(default)s)",
+    )
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last checkpoint in the output folder; refused when a setting that changes the result "
+        "differs from the checkpoint's (--epochs may grow)",
+    )
+    g.add_argument(
+        "--overwrite-output-dir",
+        action="store_true",
+        help="without --resume: delete an earlier run's checkpoints in the output folder (refused otherwise)",
+    )
+    g.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    g.add_argument(
+        "--report-to",
+        nargs="+",
+        choices=TRACKERS,
+        default=[],
+        metavar="TRACKER",
+        help=f"also send the metrics of every epoch to these experiment trackers through Accelerate "
+        f"({', '.join(TRACKERS)}; default none); tensorboard writes under <output-dir>/point-peft",
+    )
+    _progress_flag(g, "default: on when the terminal shows them")
+
+
+def _data_flags(p: argparse.ArgumentParser, dataset_default: str | None, dataset_help: str) -> None:
+    p.add_argument("--dataset", choices=DATASETS, default=dataset_default, help=dataset_help)
+    p.add_argument(
+        "--data-path",
+        help="folder of the real dataset's files (README, section Data, lists the files each dataset needs) or of "
+        "a save_to_disk DatasetDict",
+    )
+
+
+# --- sub-commands ------------------------------------------------------------------------------------------------------
+def _add_finetune(sub, common) -> None:
+    d = FINETUNE
+    p = sub.add_parser(
+        "finetune",
+        parents=[common],
+        help="fine-tune a point backbone with a PEFT method (no arguments: the embedded offline default)",
+        description=(
+            "Fine-tune a point-cloud classifier and write <output-dir>/adapter (PEFT methods) or <output-dir>/model, "
+            "with a model card, metrics.json, learning_curves.png and per-epoch checkpoints. With no arguments it runs "
+            "PointGST on the embedded pre-trained backbone and the synthetic shapes, offline, on a CPU. "
+            "Reported protocol: final-epoch test accuracy, single view; the best epoch on a validation split carved "
+            "from the training data is reported beside it. Runs under `accelerate launch` / `torchrun` unchanged. "
+            "Every setting is checked before the data are read."
+        ),
+    )
+    p.add_argument(
+        "--recipe",
+        metavar="NAME",
+        help="an official fine-tuning configuration (`point-peft recipes` lists them); flags given here override it",
+    )
+    p.add_argument("--method", choices=METHODS, default=d["method"], help="fine-tuning method (default %(default)s)")
+    p.add_argument(
+        "--backbone",
+        default=d["backbone"],
+        help="'embedded' (the packaged pre-trained backbone), 'scratch' (its architecture, random weights), "
+        "'minilm' (Any2Point's offline source), a model folder or a Hub id (default %(default)s)",
+    )
+    _data_flags(p, d["dataset"], "dataset (default %(default)s)")
+    p.add_argument("--output-dir", default=d["output_dir"], help="where everything is written (default %(default)s)")
+    p.add_argument(
+        "--method-option",
+        action="append",
+        type=key_value,
+        metavar="KEY=VALUE",
+        help="method config field, e.g. rank=16 (repeatable)",
+    )
+    p.add_argument(
+        "--dataset-option",
+        action="append",
+        type=key_value,
+        metavar="KEY=VALUE",
+        help="dataset reader option, e.g. train_per_class=40 (repeatable)",
+    )
+    p.add_argument(
+        "--model-option",
+        action="append",
+        type=key_value,
+        metavar="KEY=VALUE",
+        help="backbone config override, e.g. drop_path_rate=0.1 (repeatable)",
+    )
+    p.add_argument(
+        "--validation-fraction",
+        type=_fraction,
+        default=d["validation_fraction"],
+        help="share of the training split held out for validation (default %(default)s)",
+    )
+    p.add_argument("--vote", type=NON_NEGATIVE, default=d["vote"], help="test-time voting views (default 0: one view)")
+    p.add_argument(
+        "--grad-accum",
+        type=POSITIVE,
+        default=d["gradient_accumulation_steps"],
+        help="gradient accumulation steps (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-grad-norm",
+        type=NON_NEGATIVE_FLOAT,
+        default=d["max_grad_norm"],
+        help="gradient clipping norm, 0 = off (default %(default)s)",
+    )
+    p.add_argument(
+        "--eval-batch-size",
+        type=POSITIVE,
+        default=d["eval_batch_size"],
+        help="evaluation batch size (default %(default)s)",
+    )
+    p.add_argument(
+        "--workers", type=NON_NEGATIVE, default=d["num_workers"], help="data-loader worker processes (default 0)"
+    )
+    p.add_argument("--max-steps-per-epoch", type=POSITIVE, help="cap the optimizer steps per epoch (quick runs)")
+    p.add_argument(
+        "--bank-max-size", type=POSITIVE, help="point-prompt: keep a seeded random subset of this many bank rows"
+    )
+    p.add_argument(
+        "--bank-dtype", choices=("float32", "float16"), help="point-prompt: storage dtype of the memory bank"
+    )
+    _training_flags(p, d)
+
+
+def _add_evaluate(sub, common) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        parents=[common],
+        help="evaluate a saved adapter or model (a folder or a Hub id) on a dataset's test split",
+        description=(
+            "Load an adapter folder written by `finetune` (onto the base model it records, or --backbone) or a full "
+            "model folder, local or on the Hub, and report test accuracy with deterministic preprocessing (FPS to "
+            "--num-points, no augmentation; --vote N averages N random views). Reproduces the accuracy printed by "
+            "`finetune`."
+        ),
+    )
+    p.add_argument("path", help="adapter folder (adapter_config.json) or model folder (config.json), or a Hub id")
+    p.add_argument("--backbone", help="base model for an adapter (default: the one recorded in the adapter)")
+    _data_flags(p, None, "dataset (default: the one recorded by finetune)")
+    p.add_argument(
+        "--dataset-option",
+        action="append",
+        type=key_value,
+        metavar="KEY=VALUE",
+        help="dataset reader option (repeatable)",
+    )
+    p.add_argument("--split", default="test", help="split to evaluate (default %(default)s)")
+    p.add_argument("--num-points", type=POSITIVE, help="points per cloud (default: the training value)")
+    p.add_argument("--batch-size", type=POSITIVE, default=64, help="evaluation batch size (default %(default)s)")
+    p.add_argument("--vote", type=NON_NEGATIVE, default=0, help="test-time voting views (default 0: one view)")
+    p.add_argument("--mixed-precision", choices=PRECISIONS, default="no", help="autocast precision (default no)")
+    p.add_argument("--cpu", action="store_true", help="evaluate on the CPU even when a GPU is present")
+    p.add_argument("--output", help="also write the metrics to this JSON file")
+
+
+def _add_pretrain(sub, common) -> None:
+    d = PRETRAIN
+    p = sub.add_parser(
+        "pretrain",
+        parents=[common],
+        help="pre-train a point transformer with masked point modeling (Point-MAE)",
+        description=(
+            "Masked point modeling: mask a ratio of the patches, reconstruct their points with a light decoder, "
+            "Chamfer-L2 loss. Writes <output-dir>/encoder (config.json + model.safetensors), usable as --backbone "
+            "of finetune, plus per-epoch checkpoints and pretrain_metrics.json."
+        ),
+    )
+    _data_flags(p, d["dataset"], "dataset whose train split is used (default %(default)s)")
+    p.add_argument(
+        "--dataset-option",
+        action="append",
+        type=key_value,
+        metavar="KEY=VALUE",
+        help="dataset option, e.g. train_per_class=400 seed=1 (repeatable)",
+    )
+    p.add_argument(
+        "--model-option",
+        action="append",
+        type=key_value,
+        metavar="KEY=VALUE",
+        help="PointTransformerConfig field, e.g. hidden_size=192 (repeatable)",
+    )
+    p.add_argument("--output-dir", default=d["output_dir"], help="output folder (default %(default)s)")
+    p.add_argument("--name", help="the encoder's name in its model card (default: the output folder's name)")
+    _training_flags(p, d)
+
+
+def _add_convert(sub, common) -> None:
+    p = sub.add_parser(
+        "convert",
+        parents=[common],
+        help="convert an official checkpoint to a Hugging Face model folder or a PEFT adapter folder",
+        description=(
+            "Read an official checkpoint with torch.load(weights_only=True), map every key explicitly and write "
+            "conversion_report.txt beside the weights. Backbones (Point-MAE / Point-BERT / ACT / ReCon / PointGPT, "
+            "pre-trained or fine-tuned): config.json + model.safetensors in --out. Fine-tuned PointGST / Point-PEFT / "
+            "Any2Point checkpoints: --out/adapter (the PEFT adapter with a model card) and --out/base (the base model "
+            "it belongs to). Sizes no tensor holds come from --official-config or the flags, never from a guess; a "
+            "shape that does not fit is refused."
+        ),
+    )
+    p.add_argument("checkpoint", help="path to the official .pth checkpoint")
+    p.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        choices=CONVERT_SOURCES + CONVERT_METHODS,
+        help="which official code made it",
+    )
+    p.add_argument("--out", required=True, help="output folder (created)")
+    m = p.add_argument_group("fine-tuned PEFT checkpoints (--from pointgst / point-prompt / any2point)")
+    m.add_argument("--pretrained", help="the pre-trained checkpoint it was fine-tuned from (required for point-prompt)")
+    m.add_argument("--memory-bank", help="point-prompt: the official memory bank file ([C, N], train_f_*.pt)")
+    m.add_argument("--source-model", help="any2point: the source model folder / Hub id the run started from")
+    m.add_argument(
+        "--method-option",
+        action="append",
+        type=key_value,
+        metavar="KEY=VALUE",
+        help="adapter config field, e.g. local_size=32 (repeatable)",
+    )
+    p.add_argument(
+        "--task",
+        default="classification",
+        choices=("classification", "masked-modeling"),
+        help="model to build: a classifier (default) or, for Point-MAE-style pre-training checkpoints, the "
+        "masked-modeling model with its decoder",
+    )
+    p.add_argument(
+        "--official-config",
+        metavar="YAML",
+        help="the official yaml of the run (cfgs/...yaml): sets groups, group size, points, heads, depth, classes",
+    )
+    p.add_argument("--num-labels", type=POSITIVE, help="classes of a new head (read from a fine-tuned head)")
+    p.add_argument(
+        "--num-groups", type=POSITIVE, help="patch tokens G (64 for 1024 points, 128 for 2048); no tensor holds it"
+    )
+    p.add_argument(
+        "--group-size", type=POSITIVE, help="points per patch (read from a pre-training decoder, else required)"
+    )
+    p.add_argument("--num-points", type=POSITIVE, help="points per cloud the model is built for (no tensor holds it)")
+    p.add_argument("--num-heads", type=POSITIVE, help="attention heads (read for the released widths 384/768/1024)")
+    p.add_argument(
+        "--no-generator",
+        action="store_true",
+        help="PointGPT: drop the generator blocks (as PointGST's PointGPT does)",
+    )
+    p.add_argument(
+        "--exact-fps",
+        choices=("on", "off"),
+        default="on",
+        help="reproduce pointnet2_ops' FPS quirk of never picking points with |p|^2 <= 1e-3 (on, default: bit-exact "
+        "official centres) or consider every point (off)",
+    )
+
+
+def _add_push(sub, common) -> None:
+    p = sub.add_parser(
+        "push",
+        parents=[common],
+        help="upload a saved adapter or model folder to the Hugging Face Hub",
+        description=(
+            "Create the repository if needed and upload the folder (adapter_config.json + adapter_model.safetensors "
+            "+ README.md model card) through huggingface_hub, as PeftModel.push_to_hub does. Needs a token with "
+            "write access: HF_TOKEN, `hf auth login` (huggingface-cli login in older huggingface_hub) or --token."
+        ),
+    )
+    p.add_argument("path", help="adapter or model folder written by finetune")
+    p.add_argument("repo_id", help="target repository, e.g. user/pointgst-scanobjectnn")
+    p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.add_argument("--token", help="Hub token (default: HF_TOKEN or the stored login)")
+    p.add_argument("--message", help="commit message")
+
+
+def _add_benchmark(sub, common) -> None:
+    d = BENCHMARK
+    p = sub.add_parser(
+        "benchmark",
+        parents=[common],
+        help="run every method on the same data, split, seed and budget; write BENCHMARK.md, JSON and a plot",
+        description=(
+            "Train each method (full fine-tuning, linear probe, LoRA, PointGST, Point-PEFT, Any2Point from MiniLM, "
+            "the backbone from scratch, ...) on the same dataset, split, seed and epoch budget, then measure train-step "
+            "time, peak memory and inference time of each on the same batch in fresh processes. Writes BENCHMARK.md, "
+            "benchmark.json and accuracy_vs_parameters.png (accuracy against trainable parameters, log scale) into "
+            "--output-dir. Protocol: final-epoch, single-view test accuracy, plus the best epoch on a validation "
+            "split carved from the training data. Defaults fit about 15 minutes on 2 CPU cores with the embedded backbone."
+        ),
+    )
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=d["methods"],
+        choices=BENCHMARK_METHODS,
+        help="methods to run (full fine-tuning is always included: it is the reference of the ratios)",
+    )
+    p.add_argument(
+        "--backbone",
+        default=d["backbone"],
+        help="point backbone: 'embedded', a folder or a Hub id (default %(default)s)",
+    )
+    _data_flags(p, d["dataset"], "dataset (default %(default)s)")
+    p.add_argument(
+        "--dataset-option",
+        action="append",
+        type=key_value,
+        metavar="KEY=VALUE",
+        help="dataset option (repeatable); with none, the synthetic shapes use train_per_class=40",
+    )
+    p.add_argument("--output-dir", default=d["output_dir"], help="output folder (default %(default)s)")
+    p.add_argument("--epochs", type=POSITIVE, default=d["epochs"], help="epochs per method (default %(default)s)")
+    p.add_argument(
+        "--batch-size", type=POSITIVE, default=d["batch_size"], help="global batch size (default %(default)s)"
+    )
+    p.add_argument(
+        "--num-points", type=POSITIVE, default=d["num_points"], help="points per cloud (default %(default)s)"
+    )
+    p.add_argument("--seed", type=NON_NEGATIVE, default=d["seed"], help="seed (default %(default)s)")
+    p.add_argument("--mixed-precision", choices=PRECISIONS, default=d["mixed_precision"], help="autocast precision")
+    p.add_argument(
+        "--cost-batch",
+        type=POSITIVE,
+        default=d["cost_batch"],
+        help="batch of the cost measurement (default %(default)s)",
+    )
+    p.add_argument(
+        "--cost-steps", type=POSITIVE, default=d["cost_steps"], help="timed steps per method (default %(default)s)"
+    )
+    p.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is present")
+    _progress_flag(p, "default: off, one line per method")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the methods already finished in --output-dir (and their cost figures), continue an interrupted one "
+        "from its last checkpoint, run the rest",
+    )
+
+
+def _add_recipes(sub, common) -> None:
+    p = sub.add_parser(
+        "recipes",
+        parents=[common],
+        help="list the official fine-tuning configurations usable as `finetune --recipe NAME`",
+        description="The official PointGST / Point-PEFT / Any2Point fine-tuning runs as named recipes; --show NAME "
+        "prints one in full (settings, the configuration it restates, what this project cannot reproduce).",
+    )
+    p.add_argument("--show", metavar="NAME", help="print one recipe in full (JSON)")
+
+
+SUBCOMMANDS = {
+    "finetune": _add_finetune,
+    "evaluate": _add_evaluate,
+    "pretrain": _add_pretrain,
+    "convert": _add_convert,
+    "push": _add_push,
+    "benchmark": _add_benchmark,
+    "recipes": _add_recipes,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="point-peft",
+        description="Parameter-efficient fine-tuning of point-cloud transformers with Hugging Face PEFT. "
+        "Exit status: 0 done, 2 the command or its inputs are wrong, 1 something outside them failed "
+        "(network, Hub, credentials, disk).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common()
+    for register in SUBCOMMANDS.values():
+        register(sub, common)
+    return parser
