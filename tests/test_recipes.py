@@ -52,7 +52,10 @@ def test_recipes_restate_the_official_configs():
         get_recipe("pointgst-on-the-moon")
 
 
-def test_recipe_flags_are_defaults_explicit_flags_win(monkeypatch):
+def test_recipe_flags_are_defaults_explicit_flags_win(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "some" / "folder").mkdir(parents=True)
+    (tmp_path / "some" / "folder" / "config.json").write_text("{}")  # --backbone is checked to be a model folder
     captured = {}
     monkeypatch.setattr("hf_point_peft.training.job.run_finetune", lambda job: captured.setdefault("job", job))
     argv = ["finetune", "--recipe", "pointgst-pointmae-obj_bg", "--backbone", "some/folder", "--epochs", "3"]

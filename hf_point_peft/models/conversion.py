@@ -358,7 +358,8 @@ def resolve_sizes(
     missing flag at once. Each choice is recorded in `report.notes`."""
     explicit, official, conventions = dict(explicit or {}), dict(official or {}), dict(conventions or {})
     values, origin = dict(inferred), dict.fromkeys(inferred, "the checkpoint's tensors")
-    source = f"the official config {official.get('path', '')}".rstrip()
+    # the yaml by its file name: the notes go into the shared report and card, never a path of this machine
+    source = f"the official config {Path(official.get('path', '')).name}".rstrip()
     for given, label in ((official, source), (explicit, "the arguments")):
         for name, value in given.items():
             if name == "path":
