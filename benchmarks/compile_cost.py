@@ -73,6 +73,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds after warm-up")
     parser.add_argument("--out", type=Path, required=True, help="output prefix: writes OUT.json and OUT.md")
     args = parser.parse_args()
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    # compile time depends on whether an earlier run left compiled kernels in inductor's cache: recorded with it
+    cache_warm = Path(cache_dir()).is_dir() and any(Path(cache_dir()).iterdir())
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, args.num_points, 3, generator=gen) * 0.5
@@ -106,6 +110,7 @@ def main() -> None:
         "batch": args.batch,
         "num_points": args.num_points,
         "rounds": args.rounds,
+        "inductor_cache_warm": cache_warm,
         "methods": {
             m: {
                 "compile_seconds": runs[m]["compile"],
@@ -123,7 +128,8 @@ def main() -> None:
         f"Command: `{command}`",
         "",
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.num_points} points, "
-        f"{args.rounds} interleaved rounds; medians (min-max) in seconds; ratio = compiled / eager of the medians.",
+        f"{args.rounds} interleaved rounds; medians (min-max) in seconds; ratio = compiled / eager of the medians; "
+        f"compile time = the first compiled step and inference, inductor cache {'warm' if cache_warm else 'cold'}.",
         "",
         "| method | step eager | step compiled | step ratio | inference eager | inference compiled | inference ratio "
         "| max logit difference (logit scale) | compile time |",
