@@ -110,7 +110,7 @@ def test_load_adapter_by_repo_id_from_offline_cache(tmp_path):
 
 
 def test_model_card_metadata_is_valid(tmp_path):
-    from hf_point_peft.hub import build_model_card
+    from hf_point_peft.cards import build_model_card
     from hf_point_peft.training.job import FinetuneJob
 
     results = {

@@ -153,8 +153,8 @@ def test_embedded_card_is_the_code_s_own_and_its_snippet_runs(tmp_path):
     import subprocess
     import sys
 
-    from hf_point_peft.hub import EMBEDDED_LOAD, rebuild_backbone_card
     from hf_point_peft.training.backbones import embedded_backbone_path
+    from hf_point_peft.training.pretrain import EMBEDDED_LOAD, rebuild_backbone_card
 
     folder = embedded_backbone_path()
     rebuilt = tmp_path / "README.md"

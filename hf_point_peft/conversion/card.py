@@ -10,11 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import peft
 from huggingface_hub import ModelCard, ModelCardData
 
-from .common import ConvertedAdapter
+if TYPE_CHECKING:  # annotations only: common.py writes the card, so importing it here would be a cycle
+    from .common import ConvertedAdapter
 
 __all__ = ["ConversionCard", "MethodIdentity", "checkpoint_name", "point_load_code", "write_conversion_card"]
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..atomic import atomic_directory, write_text_atomic
 from ..models.conversion import ConversionReport, load_official_state_dict, strip_prefixes
+from .card import point_load_code, write_conversion_card
 
 __all__ = [
     "ConvertedAdapter",
@@ -358,8 +359,6 @@ class PointMethodConversion:
         converted = ConvertedAdapter(self.model, self.report, deviations=list(deviations))
         if output_dir is None:
             return converted
-        from .card import point_load_code, write_conversion_card
-
         card.deviations = converted.deviations
         card.load_code = point_load_code(self.clean_base, output_dir)
         return write_converted(

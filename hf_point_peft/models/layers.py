@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 
 from ..geometry import group_points, validate_points
@@ -252,3 +253,47 @@ def group_cloud(points: torch.Tensor, config, generator: torch.Generator | None 
             skip_sq_norm=config.fps_skip_sq_norm,
         )
     return neighbourhoods, centres
+
+
+@torch.no_grad()
+def init_common_weights(module: nn.Module, std: float) -> bool:
+    """The initialisation the model families share (`_init_weights` of each calls it first): truncated-normal
+    Linear / convolution weights with zero biases, unit / zero norms with reset BatchNorm statistics, the CLS token
+    and its position. Returns whether `module` was one of these."""
+    if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+        init.trunc_normal_(module.weight, std=std)
+        if module.bias is not None:
+            init.zeros_(module.bias)
+    elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
+        init.ones_(module.weight)
+        init.zeros_(module.bias)
+        if isinstance(module, nn.BatchNorm1d):
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
+    elif isinstance(module, ClsEmbedding):
+        init.trunc_normal_(module.token, std=std)
+        init.trunc_normal_(module.position, std=std)
+    else:
+        return False
+    return True
+
+
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """x * sigmoid(1.702 x): the GELU approximation of CLIP and of the official Point-PEFT / Any2Point adapters."""
+    return x * torch.sigmoid(1.702 * x)
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor | None, label_smoothing: float):
+    """Cross-entropy with a clear error for labels outside [0, num_labels)."""
+    if labels is None:
+        return None
+    labels = labels.reshape(-1).long()
+    num_labels = logits.shape[-1]
+    if labels.numel() != logits.shape[0]:
+        raise ValueError(f"labels must hold one label per sample ({logits.shape[0]}), got shape {tuple(labels.shape)}")
+    bad = (labels < 0) | (labels >= num_labels)
+    if bool(bad.any()):
+        index = int(bad.nonzero()[0, 0])
+        raise ValueError(f"label {int(labels[index])} at batch index {index} is outside [0, {num_labels})")
+    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)

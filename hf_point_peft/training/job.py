@@ -24,7 +24,7 @@ from .methods import SOURCE_METHODS, prepare_model
 from .preflight import check_finetune
 from .progress import format_duration
 
-__all__ = ["FinetuneJob", "best_test_epoch", "load_trained", "run_finetune", "run_settings"]
+__all__ = ["FinetuneJob", "best_test_epoch", "load_trained", "run_finetune"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +62,11 @@ class FinetuneJob:
     bank_options: dict[str, Any] = field(default_factory=dict)  # Point-PEFT: build_memory_bank(max_size=, dtype=)
     recipe: str | None = None  # the official configuration it restates (`training/recipes.py`), recorded in the card
 
-
-def run_settings(job: FinetuneJob) -> dict[str, Any]:
-    """Every setting of `job` that changes its result (seed, learning rate, batch size, points, method / dataset /
-    model options, data, ...): a resume must match them all."""
-    values = {**dataclasses.asdict(job), **dataclasses.asdict(job.training)}
-    return result_settings(values, _NOT_RESULT)
+    def result_settings(self) -> dict[str, Any]:
+        """Every setting that changes the run's result (seed, learning rate, batch size, points, method / dataset /
+        model options, data, ...): a resume must match them all."""
+        values = {**dataclasses.asdict(self), **dataclasses.asdict(self.training)}
+        return result_settings(values, _NOT_RESULT)
 
 
 def _manifest(job: FinetuneJob, model: torch.nn.Module, num_labels: int) -> dict[str, Any]:
@@ -81,7 +80,7 @@ def _manifest(job: FinetuneJob, model: torch.nn.Module, num_labels: int) -> dict
         "dataset": job.dataset if job.data_path is None else f"{job.dataset}:{job.data_path}",
         "num_labels": num_labels,
         "trainable_parameter_names": sorted(n for n, p in model.named_parameters() if p.requires_grad),
-        "settings": run_settings(job),
+        "settings": job.result_settings(),
     }
 
 
@@ -174,7 +173,7 @@ def _bank_builder(job: FinetuneJob, log):
 
 def save_result(model: torch.nn.Module, job: FinetuneJob, results: dict[str, Any], out: Path) -> Path:
     """Atomically write the adapter (PEFT methods) or the whole model, with its model card."""
-    from ..hub import write_model_card
+    from ..cards import write_model_card
 
     is_peft = isinstance(model, PeftModel)
     target = out / ("adapter" if is_peft else "model")

@@ -82,7 +82,6 @@ def check_backbone_options(backbone: str, method: str, model_options: dict[str, 
 
 def check_finetune(job) -> None:
     """All the checks of a fine-tuning job (a `FinetuneJob`), in the order a user would fix them."""
-    from .job import run_settings
     from .methods import check_method_options
 
     args = job.training
@@ -95,7 +94,7 @@ def check_finetune(job) -> None:
         "method": job.method,
         "backbone": job.backbone,
         "dataset": job.dataset if job.data_path is None else f"{job.dataset}:{job.data_path}",
-        "settings": run_settings(job),
+        "settings": job.result_settings(),
     }
     check_run_folder(
         Path(args.output_dir) / "checkpoints", current, args.epochs, args.resume, args.overwrite_output_dir
@@ -105,7 +104,6 @@ def check_finetune(job) -> None:
 def check_pretrain(job) -> None:
     """The checks of a pre-training job (a `PretrainJob`)."""
     from ..models import PointTransformerConfig
-    from .pretrain import pretrain_settings
 
     for name in ("epochs", "batch_size", "num_points"):
         if getattr(job, name) < 1:
@@ -116,5 +114,5 @@ def check_pretrain(job) -> None:
         if key not in fields:
             raise SettingError(f"model_config.{key}", value, "not a field of PointTransformerConfig")
     check_trackers(job.report_to)
-    current = {"method": "masked-modeling", "dataset": job.dataset, "settings": pretrain_settings(job)}
+    current = {"method": "masked-modeling", "dataset": job.dataset, "settings": job.result_settings()}
     check_run_folder(Path(job.output_dir) / "checkpoints", current, job.epochs, job.resume, job.overwrite_output_dir)

@@ -8,7 +8,9 @@ read; labels are ignored. The encoder (a `PointTransformerModel`) is saved on it
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..cards import build_backbone_card, write_backbone_card
 from ..data import PointCloudCollator, load_point_dataset
 from ..models import PointTransformerConfig, PointTransformerForMaskedModeling
 from .checkpoint import (
@@ -43,7 +46,7 @@ from .loop import (
 from .preflight import check_pretrain
 from .progress import Clock, format_duration
 
-__all__ = ["PretrainJob", "pretrain_settings", "run_pretrain"]
+__all__ = ["EMBEDDED_LOAD", "PretrainJob", "rebuild_backbone_card", "run_pretrain"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +78,12 @@ class PretrainJob:
     command: str | None = None  # how the run was started, recorded in the encoder's model card
     name: str | None = None  # the encoder's name in its model card (default: the output folder's name)
 
+    def result_settings(self) -> dict[str, Any]:
+        """The settings that change the encoder it makes; a resume must match them."""
+        return result_settings(asdict(self), (*_NOT_RESULT, "report_to", "command", "name"))
+
 
 _NOT_RESULT = ("output_dir", "epochs", "resume", "overwrite_output_dir", "keep_checkpoints", "cpu", "progress")
-
-
-def pretrain_settings(job: PretrainJob) -> dict[str, Any]:
-    """The settings of `job` that change the encoder it makes; a resume must match them."""
-    return result_settings(asdict(job), (*_NOT_RESULT, "report_to", "command", "name"))
 
 
 def run_pretrain(job: PretrainJob, log=logger.info) -> dict[str, Any]:
@@ -122,7 +124,7 @@ def run_pretrain(job: PretrainJob, log=logger.info) -> dict[str, Any]:
         "dataset": job.dataset,
         "num_labels": None,
         "trainable_parameter_names": sorted(n for n, p in model.named_parameters() if p.requires_grad),
-        "settings": pretrain_settings(job),
+        "settings": job.result_settings(),
     }
     history, first = start_or_resume(
         accelerator,
@@ -184,7 +186,6 @@ def run_pretrain(job: PretrainJob, log=logger.info) -> dict[str, Any]:
         "training_clouds": len(data["train"]),
     }
     if accelerator.is_main_process:
-        from ..hub import write_backbone_card
 
         encoder = accelerator.unwrap_model(model).point_transformer
         results["encoder_parameters"] = sum(p.numel() for p in encoder.parameters())
@@ -204,3 +205,21 @@ def run_pretrain(job: PretrainJob, log=logger.info) -> dict[str, Any]:
     end_trackers(accelerator)
     accelerator.wait_for_everyone()
     return results
+
+
+# how the embedded backbone's card loads it (the folder lives inside the installed package)
+EMBEDDED_LOAD = {
+    "load_code": "embedded_backbone_path()",
+    "load_import": "from hf_point_peft.training.backbones import embedded_backbone_path",
+}
+
+
+def rebuild_backbone_card(folder: str | os.PathLike, **load):
+    """The card of a pre-trained encoder folder, rebuilt from its own `pretrain_metrics.json` (`load`: the
+    `load_path` / `load_code` / `load_import` of `cards.build_backbone_card`). The embedded backbone's card is
+    `rebuild_backbone_card(embedded_backbone_path(), **EMBEDDED_LOAD)`."""
+    folder = Path(folder)
+    results = json.loads((folder / "pretrain_metrics.json").read_text())
+    job = PretrainJob(**results["job"])
+    name = job.name or folder.resolve().name
+    return build_backbone_card(folder, job, results, results.get("device", "an unrecorded device"), name, **load)

@@ -1,7 +1,7 @@
 """The model card that every save of an adapter writes (`model.save_pretrained`, `push_to_hub`, the converters), from
 what the adapter's config knows: method, base (a portable name, see `naming.py`), settings and a loading snippet
 with `import hf_point_peft` first. peft would write its generic template; `point-peft finetune` later replaces this
-card with one that adds data, metrics and the command (`hub.build_model_card`)."""
+card with one that adds data, metrics and the command (`cards.build_model_card`)."""
 
 from __future__ import annotations
 

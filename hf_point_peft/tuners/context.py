@@ -9,7 +9,6 @@ hook is an instance of a module-level class, so the PEFT model still pickles and
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,8 +26,7 @@ class CentresContext:
         self.centres: torch.Tensor | None = None
         self.points: torch.Tensor | None = None  # the tokenizer's input, when a method asks for it
         self._cache: dict[Hashable, Any] = {}
-        self.builds = 0  # how many derived values were built (observability for tests and benchmarks)
-        self.build_seconds = 0.0  # wall time spent building them (device-synchronised)
+        self.builds = 0  # how many derived values were built (observability for tests; the cost probe times them)
         self.bypass = 0  # > 0 while the frozen base runs without adapters inside a forward (e.g. a query pass)
 
     def set_centres(self, centres: torch.Tensor) -> None:
@@ -58,17 +56,13 @@ class CentresContext:
                 "(call the PEFT model with points=...)"
             )
         if key not in self._cache:
-            start = time.perf_counter()
             self._cache[key] = build(self.centres)
-            if self.centres.is_cuda:
-                torch.cuda.synchronize(self.centres.device)
-            self.build_seconds += time.perf_counter() - start
             self.builds += 1
         return self._cache[key]
 
     def __getstate__(self) -> dict:
         # per-forward tensors are not part of a model's state
-        return {"centres": None, "points": None, "_cache": {}, "builds": 0, "build_seconds": 0.0, "bypass": 0}
+        return {"centres": None, "points": None, "_cache": {}, "builds": 0, "bypass": 0}
 
 
 class CentresHook:

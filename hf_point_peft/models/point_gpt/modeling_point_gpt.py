@@ -19,8 +19,17 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
-from ..layers import ClassificationHead, ClsEmbedding, FeedForward, MiniPointNet, SelfAttention, group_cloud
-from ..point_transformer.modeling_point_transformer import PointClassifierOutput, chamfer_l2, classification_loss
+from ..layers import (
+    ClassificationHead,
+    ClsEmbedding,
+    FeedForward,
+    MiniPointNet,
+    SelfAttention,
+    classification_loss,
+    group_cloud,
+    init_common_weights,
+)
+from ..point_transformer.modeling_point_transformer import PointClassifierOutput, chamfer_l2
 from .configuration_point_gpt import PointGPTConfig
 
 __all__ = [
@@ -169,21 +178,9 @@ class PointGPTPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Conv1d)):
-            init.trunc_normal_(module.weight, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            if isinstance(module, nn.BatchNorm1d):
-                init.zeros_(module.running_mean)
-                init.ones_(module.running_var)
-                init.zeros_(module.num_batches_tracked)
-        elif isinstance(module, ClsEmbedding):
-            init.trunc_normal_(module.token, std=std)
-            init.trunc_normal_(module.position, std=std)
-        elif isinstance(module, PointGPTModel):
+        if init_common_weights(module, std):
+            return
+        if isinstance(module, PointGPTModel):
             init.normal_(module.sos_token, std=1.0)
             init.zeros_(module.sos_position)
 

@@ -9,14 +9,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
-from ..layers import ClassificationHead, ClsEmbedding, DropPath, FeedForward, MiniPointNet, SelfAttention, group_cloud
+from ..layers import (
+    ClassificationHead,
+    ClsEmbedding,
+    DropPath,
+    FeedForward,
+    MiniPointNet,
+    SelfAttention,
+    classification_loss,
+    group_cloud,
+    init_common_weights,
+)
 from .configuration_point_transformer import PointTransformerConfig
 
 __all__ = [
@@ -157,21 +166,9 @@ class PointTransformerPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Conv1d)):
-            init.trunc_normal_(module.weight, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            if isinstance(module, nn.BatchNorm1d):
-                init.zeros_(module.running_mean)
-                init.ones_(module.running_var)
-                init.zeros_(module.num_batches_tracked)
-        elif isinstance(module, ClsEmbedding):
-            init.trunc_normal_(module.token, std=std)
-            init.trunc_normal_(module.position, std=std)
-        elif isinstance(module, PointTransformerDecoder):
+        if init_common_weights(module, std):
+            return
+        if isinstance(module, PointTransformerDecoder):
             init.trunc_normal_(module.mask_token, std=std)
 
 
@@ -239,21 +236,6 @@ def _keep_visible(x: torch.Tensor, bool_masked_pos: torch.Tensor) -> torch.Tenso
     if not bool((visible == visible[0]).all()):
         raise ValueError(f"every sample must keep the same number of patches, got {visible.tolist()}")
     return x[~bool_masked_pos].reshape(x.shape[0], int(visible[0]), x.shape[-1])
-
-
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor | None, label_smoothing: float):
-    """Cross-entropy with a clear error for labels outside [0, num_labels)."""
-    if labels is None:
-        return None
-    labels = labels.reshape(-1).long()
-    num_labels = logits.shape[-1]
-    if labels.numel() != logits.shape[0]:
-        raise ValueError(f"labels must hold one label per sample ({logits.shape[0]}), got shape {tuple(labels.shape)}")
-    bad = (labels < 0) | (labels >= num_labels)
-    if bool(bad.any()):
-        index = int(bad.nonzero()[0, 0])
-        raise ValueError(f"label {int(labels[index])} at batch index {index} is outside [0, {num_labels})")
-    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
 
 
 class PointTransformerForClassification(PointTransformerPreTrainedModel):

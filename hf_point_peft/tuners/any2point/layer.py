@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
+from ...models.layers import quick_gelu
 from ..base import checkpointed, suspended_checkpointing
 from ..placement import FollowsBase
 from .config import Any2PointConfig
@@ -26,10 +27,6 @@ __all__ = [
     "segment_max",
     "segment_mean",
 ]
-
-
-def quick_gelu(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.sigmoid(1.702 * x)
 
 
 class Any2PointContext:

@@ -14,7 +14,7 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ...geometry import validate_points
-from ...models.point_transformer.modeling_point_transformer import classification_loss
+from ...models.layers import classification_loss
 from ..base import InputDependentTuner
 from .layer import (
     Any2PointContext,

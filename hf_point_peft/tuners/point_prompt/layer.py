@@ -13,7 +13,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from ...geometry import farthest_point_sample, gather_points, knn
-from ...models.layers import BatchNorm1d
+from ...models.layers import BatchNorm1d, quick_gelu
 from ..base import checkpointed
 from ..bn_stats import BatchNormStatsMixin
 from ..context import CentresContext
@@ -37,10 +37,6 @@ __all__ = [
     "SharedGeometry",
     "quick_gelu",
 ]
-
-
-def quick_gelu(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.sigmoid(1.702 * x)
 
 
 def _run(adapter: nn.Module, z: torch.Tensor) -> torch.Tensor:

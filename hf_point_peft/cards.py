@@ -1,0 +1,219 @@
+"""Model cards of finished runs: `write_model_card` fills `model_cards/adapter_card.md` from a fine-tuning run (base
+model, dataset, method, trainable parameters, file size, metrics under the stated protocol, loading snippet with
+`import hf_point_peft` first, valid `huggingface_hub.ModelCard` metadata with a model-index), `write_backbone_card`
+fills `model_cards/backbone_card.md` from a pre-training run. The card a plain `save_pretrained` writes is
+`tuners/card.py`'s; uploads are `hub.py`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import peft
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .naming import portable_base_name
+
+__all__ = ["METHOD_DESCRIPTIONS", "build_backbone_card", "build_model_card", "write_backbone_card", "write_model_card"]
+
+METHOD_DESCRIPTIONS = {
+    "pointgst": "PointGST: Point Cloud Spectral Adapters parallel to every block's FFN, driven by graph Fourier bases "
+    "of the token centres (arXiv 2410.08114)",
+    "point-prompt": "Point-PEFT: point-prior prompts from a memory bank and geometry-aware adapters (arXiv 2310.03059)",
+    "any2point": "Any2Point: a 3D tokenizer, virtual projections into the source model's position table and "
+    "any-to-3D guided adapters (arXiv 2404.07989)",
+    "lora": "LoRA on the attention projections (peft)",
+    "full": "full fine-tuning",
+    "linear": "linear probe (only the classification head trains)",
+}
+
+_PEFT_TYPES = {"pointgst": "point_gst", "point-prompt": "point_prompt", "any2point": "any2point", "lora": "lora"}
+
+
+_DATASET_NAMES = {"synthetic": "synthetic shapes (hf_point_peft)", "synthetic-hard": "synthetic shapes, hard"}
+
+
+def _template(name: str = "adapter_card.md") -> str:
+    return (resources.files("hf_point_peft") / "model_cards" / name).read_text()
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "n/a"
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def build_model_card(job, results: dict[str, Any], is_peft: bool, repo_id: str | None = None) -> ModelCard:
+    """The card of a finished run (`job`: a FinetuneJob, `results`: what `run_finetune` returned)."""
+    from .training.backbones import EMBEDDED_BACKBONE, resolve_backbone
+
+    args = job.training
+    dataset_name = _DATASET_NAMES.get(job.dataset, job.dataset)
+    pretrained = job.backbone != "scratch"
+    source, _ = resolve_backbone(job.backbone)
+    backbone_source = portable_base_name(source)  # never a path of this machine (naming.py)
+    base_model = backbone_source
+    if not pretrained:
+        base_model = f"{EMBEDDED_BACKBONE} architecture, random initialisation"
+    model_name = repo_id or f"{job.method}-{job.dataset}"
+    tags = ["point-cloud", "3d", "hf_point_peft", job.method]
+    if is_peft:
+        tags.append(_PEFT_TYPES.get(job.method, job.method))
+    card_data = ModelCardData(
+        model_name=model_name,
+        library_name="peft" if is_peft else "transformers",
+        license="apache-2.0",
+        base_model=base_model if pretrained else None,
+        tags=tags,
+        datasets=[job.dataset],
+        metrics=["accuracy"],
+        eval_results=[
+            EvalResult(
+                task_type="object-classification",
+                task_name="Point cloud classification",
+                dataset_type=job.dataset,
+                dataset_name=dataset_name,
+                dataset_split="test",
+                metric_type="accuracy",
+                metric_name=f"Accuracy ({results['protocol']})",
+                metric_value=round(100 * results["test_accuracy"], 2),
+            )
+        ],
+    )
+    settings = {
+        "epochs": args.epochs,
+        "global batch size": args.batch_size,
+        "learning rate / min": f"{args.learning_rate} / {args.min_learning_rate} (cosine, {args.warmup_epochs} warm-up epochs)",
+        "weight decay": f"{args.weight_decay} (none on biases, 1-D parameters, tokens)",
+        "gradient clipping": args.max_grad_norm,
+        "points per cloud": f"{args.num_points} (train: FPS to {round(args.num_points * args.point_all_ratio)} then random)",
+        "augmentation": args.augmentation,
+        "mixed precision": args.mixed_precision,
+        "seed": args.seed,
+        "method options": job.method_options or "defaults",
+        "recipe": getattr(job, "recipe", None) or "none",
+    }
+    trainable, total = results.get("trainable_parameters"), results.get("total_parameters")
+    command = job.command or "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    fields = {
+        "model_name": model_name,
+        "summary": f"A {'PEFT adapter' if is_peft else 'fine-tuned model'} for point-cloud classification "
+        f"({len(results.get('label_names') or [])} classes) trained with hf_point_peft.",
+        "method_description": METHOD_DESCRIPTIONS.get(job.method, job.method),
+        "base_model_text": f"`{base_model}`"
+        + (f" (`{backbone_source}`)" if pretrained and base_model != backbone_source else ""),
+        "dataset_text": f"{dataset_name}" + (f" (read from `{job.data_path}`)" if job.data_path else ""),
+        "trainable": f"{trainable:,}" if trainable else "n/a",
+        "total": f"{total:,}" if total else "n/a",
+        "trainable_percent": _pct(trainable / total) if trainable and total else "n/a",
+        "adapter_size": _size(results.get("saved_bytes")),
+        "peft_version": peft.__version__,
+        "protocol": results["protocol"],
+        "final_epoch_text": f"final (epoch {results['final_epoch']})",
+        "num_points": args.num_points,
+        "vote_text": f", {args.vote}-view vote" if args.vote else ", no vote",
+        "validation_percent": f"{100 * args.validation_fraction:.0f}%",
+        "seed": args.seed,
+        "test_accuracy": _pct(results["test_accuracy"]),
+        "test_mean_class_accuracy": _pct(results.get("test_mean_class_accuracy")),
+        "best_validation_epoch": results["best_validation_epoch"],
+        "best_validation_accuracy": _pct(results["best_validation_accuracy"]),
+        "test_at_best": _pct(results["test_accuracy_at_best_validation_epoch"]),
+        "base_repr": repr(str(backbone_source)) if pretrained else "'<the base folder>'",
+        "repo_repr": repr(repo_id or "path/to/this/adapter"),
+        "num_labels": len(results.get("label_names") or []) or "NUM_LABELS",
+        "command": command,
+        "settings_rows": "\n".join(f"| {k} | {v} |" for k, v in settings.items()),
+        "wall_time": _training_time(results),
+    }
+    return ModelCard.from_template(card_data, template_str=_template(), **fields)
+
+
+def write_model_card(folder: str | os.PathLike, job, results: dict[str, Any], is_peft: bool, repo_id=None) -> Path:
+    path = Path(folder) / "README.md"
+    build_model_card(job, results, is_peft, repo_id).save(path)
+    return path
+
+
+def _training_time(results: dict[str, Any]) -> str:
+    if "training_seconds" in results:
+        return f"{results['training_seconds']:.0f} s (every epoch, across resumes)"
+    return f"{results.get('wall_seconds', 0):.0f} s (wall time of the run)"
+
+
+def build_backbone_card(
+    folder: str | os.PathLike,
+    job,
+    results: dict[str, Any],
+    device: str,
+    name: str,
+    load_path: str | None = None,
+    load_code: str | None = None,
+    load_import: str | None = None,
+) -> ModelCard:
+    """The card of an encoder written by `run_pretrain` (`job`: a PretrainJob): the exact command, seed, data and
+    loss curve, so that anyone can remake it. `folder` holds the saved files; the usage snippet loads from `load_path`
+    or, when given, the Python expression `load_code` (after the import line `load_import`, if any)."""
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    dataset_name = _DATASET_NAMES.get(job.dataset, job.dataset)
+    options = job.dataset_options or {}
+    card_data = ModelCardData(
+        model_name=name,
+        library_name="transformers",
+        license="apache-2.0",
+        tags=["point-cloud", "3d", "hf_point_peft", "point-mae", "masked-point-modeling"],
+        datasets=[job.dataset],
+        pipeline_tag="feature-extraction",
+    )
+    settings = {
+        "epochs": job.epochs,
+        "global batch size": job.batch_size,
+        "learning rate / min": f"{job.learning_rate} / {job.min_learning_rate} (cosine, {job.warmup_epochs} warm-up epochs)",
+        "weight decay": job.weight_decay,
+        "points per cloud": job.num_points,
+        "augmentation": job.augmentation,
+        "mixed precision": job.mixed_precision,
+        "seed": job.seed,
+        "dataset options": options or "defaults",
+        "model options": job.model_config or "defaults",
+    }
+    fields = {
+        "model_name": name,
+        "architecture": "Point-MAE-style",
+        "mask_percent": f"{100 * config['mask_ratio']:.0f}%",
+        "config_text": f"width {config['hidden_size']}, {config['num_hidden_layers']} blocks, "
+        f"{config['num_attention_heads']} heads, {config['num_groups']} FPS groups of {config['group_size']} points, "
+        f"{config['num_points']} points per cloud",
+        "parameters": f"{results['encoder_parameters']:,}",
+        "size": _size(size),
+        "dataset_text": f"{dataset_name}, train split ({results['training_clouds']} clouds)"
+        + (f", read from `{job.data_path}`" if job.data_path else ""),
+        "final_loss": f"{results['final_loss']:.5f}",
+        "command": job.command or "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "settings_rows": "\n".join(f"| {k} | {v} |" for k, v in settings.items()),
+        "wall_time": _training_time(results),
+        "device": device,
+        "loss_rows": "\n".join(f"| {r['epoch']} | {r['train_loss']:.5f} |" for r in results["history"]),
+        "path_repr": load_code or repr(str(load_path or folder)),
+        "load_import": load_import or "",
+    }
+    return ModelCard.from_template(card_data, template_str=_template("backbone_card.md"), **fields)
+
+
+def write_backbone_card(folder: str | os.PathLike, *args, **kwargs) -> Path:
+    """Write `folder/README.md`: `build_backbone_card(folder, *args, **kwargs)`."""
+    path = Path(folder) / "README.md"
+    build_backbone_card(folder, *args, **kwargs).save(path)
+    return path
