@@ -30,6 +30,18 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# the tiny point transformer of the scenario (self-contained: the script must run against older trees too)
+TINY = {
+    "hidden_size": 48,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 96,
+    "num_groups": 16,
+    "group_size": 8,
+    "num_points": 128,
+    "patch_first_channels": [16, 32],
+    "patch_second_channels": [32],
+}
 
 
 def _cases():
@@ -46,19 +58,7 @@ def _cases():
         PointTransformerForClassification,
     )
 
-    tiny = {
-        "hidden_size": 48,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "intermediate_size": 96,
-        "num_groups": 16,
-        "group_size": 8,
-        "num_points": 128,
-        "patch_first_channels": [16, 32],
-        "patch_second_channels": [32],
-        "num_labels": 4,
-        "drop_path_rate": 0.1,
-    }
+    tiny = {**TINY, "num_labels": 4, "drop_path_rate": 0.1}
 
     def transformer():
         return PointTransformerForClassification(PointTransformerConfig(**tiny))
@@ -147,17 +147,7 @@ def _finetune_run(record: dict, folder: Path) -> None:
     from hf_point_peft.training.loop import TrainingArguments
 
     torch.manual_seed(0)
-    tiny = {
-        "hidden_size": 48,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "intermediate_size": 96,
-        "num_groups": 16,
-        "group_size": 8,
-        "num_points": 128,
-        "patch_first_channels": [16, 32],
-        "patch_second_channels": [32],
-    }
+    tiny = TINY
     PointTransformerModel(PointTransformerConfig(**tiny)).save_pretrained(folder / "backbone")
     training = TrainingArguments(
         output_dir=str(folder / "run"),

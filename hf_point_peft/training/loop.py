@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,86 @@ def _set_sync_batchnorm(model: torch.nn.Module, enabled: bool) -> None:
             module.sync_stats = enabled
 
 
+@dataclass
+class _Data:
+    """The run's splits, collators and loaders (before `accelerator.prepare`)."""
+
+    train_split: Any
+    validation_split: Any
+    train_collator: PointCloudCollator
+    eval_collator: PointCloudCollator
+    train_loader: DataLoader
+    validation_loader: DataLoader
+    test_loader: DataLoader
+
+
+def _accelerator(args: TrainingArguments, out: Path) -> Accelerator:
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        cpu=args.cpu,
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        log_with=args.report_to or None,
+        project_dir=str(out),
+    )
+    if args.batch_size % accelerator.num_processes:
+        raise ValueError(
+            f"batch_size {args.batch_size} (the global batch) must be divisible by the {accelerator.num_processes} processes"
+        )
+    return accelerator
+
+
+def _data(data: DatasetDict, args: TrainingArguments, channels: int) -> _Data:
+    """Carve the validation split from `data["train"]` and build the seeded collators and loaders."""
+    train_split, val_split = train_validation_split(data["train"], args.validation_fraction, args.seed)
+    if len(train_split) < args.batch_size:
+        raise ValueError(f"the training split has {len(train_split)} samples, fewer than batch_size {args.batch_size}")
+    train_collator = PointCloudCollator(
+        args.num_points, True, args.augmentation, args.point_all_ratio, args.seed, channels=channels
+    )
+    eval_collator = PointCloudCollator(
+        args.num_points,
+        False,
+        channels=channels,
+        seed=args.seed,
+        keep_raw=args.vote > 0,
+        point_all_ratio=args.point_all_ratio,
+    )
+    train_loader = DataLoader(
+        _indexed(train_split),
+        batch_size=args.batch_size,
+        sampler=EpochShuffleSampler(len(train_split), args.seed),
+        collate_fn=train_collator,
+        drop_last=True,
+        num_workers=args.num_workers,
+    )
+    validation_loader, test_loader = (
+        DataLoader(
+            _indexed(split), batch_size=args.eval_batch_size, collate_fn=eval_collator, num_workers=args.num_workers
+        )
+        for split in (val_split, data["test"])
+    )
+    return _Data(train_split, val_split, train_collator, eval_collator, train_loader, validation_loader, test_loader)
+
+
+def _optimisation(model: torch.nn.Module, args: TrainingArguments, steps_per_epoch: int):
+    """AdamW (no weight decay on biases / norms / tokens) and its cosine schedule with warm-up, stepped per step."""
+    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay)
+    scheduler = cosine_with_warmup(
+        optimizer,
+        total_steps=args.epochs * steps_per_epoch,
+        warmup_steps=round(args.warmup_epochs * steps_per_epoch),
+        lr=args.learning_rate,
+        min_lr=args.min_learning_rate,
+    )
+    return optimizer, scheduler
+
+
+def _steps_per_epoch(args: TrainingArguments, train_loader: DataLoader) -> int:
+    steps = len(train_loader) // args.gradient_accumulation_steps
+    return min(steps, args.max_steps_per_epoch) if args.max_steps_per_epoch else steps
+
+
 def train(
     model: torch.nn.Module,
     data: DatasetDict,
@@ -173,130 +254,112 @@ def train(
         if split not in data:
             raise ValueError(f"the dataset has no {split!r} split (splits: {list(data)})")
     out = Path(args.output_dir)
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        cpu=args.cpu,
-        dataloader_config=DataLoaderConfiguration(split_batches=True),
-        log_with=args.report_to or None,
-        project_dir=str(out),
-    )
-    if args.batch_size % accelerator.num_processes:
-        raise ValueError(
-            f"batch_size {args.batch_size} (the global batch) must be divisible by the {accelerator.num_processes} processes"
-        )
+    accelerator = _accelerator(args, out)
     set_seed(args.seed)
-    train_split, val_split = train_validation_split(data["train"], args.validation_fraction, args.seed)
-    if len(train_split) < args.batch_size:
-        raise ValueError(f"the training split has {len(train_split)} samples, fewer than batch_size {args.batch_size}")
-    channels = int(manifest.get("num_channels", 3))
-    train_collator = PointCloudCollator(
-        args.num_points, True, args.augmentation, args.point_all_ratio, args.seed, channels=channels
-    )
-    eval_collator = PointCloudCollator(
-        args.num_points,
-        False,
-        channels=channels,
-        seed=args.seed,
-        keep_raw=args.vote > 0,
-        point_all_ratio=args.point_all_ratio,
-    )
-    sampler = EpochShuffleSampler(len(train_split), args.seed)
-    train_loader = DataLoader(
-        _indexed(train_split),
-        batch_size=args.batch_size,
-        sampler=sampler,
-        collate_fn=train_collator,
-        drop_last=True,
-        num_workers=args.num_workers,
-    )
-    eval_loaders = {
-        name: DataLoader(
-            _indexed(split), batch_size=args.eval_batch_size, collate_fn=eval_collator, num_workers=args.num_workers
-        )
-        for name, split in (("validation", val_split), ("test", data["test"]))
-    }
+    run_data = _data(data, args, int(manifest.get("num_channels", 3)))
     if before_training is not None:
-        before_training(model, train_split)
-    steps_per_epoch = len(train_loader) // args.gradient_accumulation_steps
-    if args.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, args.max_steps_per_epoch)
-    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay)
-    scheduler = cosine_with_warmup(
-        optimizer,
-        total_steps=args.epochs * steps_per_epoch,
-        warmup_steps=round(args.warmup_epochs * steps_per_epoch),
-        lr=args.learning_rate,
-        min_lr=args.min_learning_rate,
-    )
+        before_training(model, run_data.train_split)
+    steps_per_epoch = _steps_per_epoch(args, run_data.train_loader)
+    optimizer, scheduler = _optimisation(model, args, steps_per_epoch)
     _set_sync_batchnorm(model, args.sync_batchnorm and accelerator.num_processes > 1)
     model, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, eval_loaders["validation"], eval_loaders["test"], scheduler
+        model, optimizer, run_data.train_loader, run_data.validation_loader, run_data.test_loader, scheduler
     )
-    params = [p for p in model.parameters() if p.requires_grad]
     checkpoints = out / "checkpoints"
     history, start_epoch = start_or_resume(
         accelerator, checkpoints, manifest, args.epochs, args.resume, args.overwrite_output_dir, _main_log(accelerator)
     )
     start_trackers(accelerator, args.report_to, manifest)
     clock = Clock(args.epochs, start_epoch)
-
+    step = _Stepper(model, optimizer, scheduler, accelerator, args, steps_per_epoch)
     for epoch in range(start_epoch, args.epochs):
         epoch_start = time.perf_counter()
-        model.train()
+        run_data.train_collator.epoch = epoch
+        train_loss = step.epoch(train_loader, epoch)
+        evaluate = partial(
+            evaluate_accuracy, model, accelerator=accelerator, vote=args.vote, collator=run_data.eval_collator
+        )
+        record = _epoch_record(epoch, train_loss, scheduler, evaluate(val_loader), evaluate(test_loader), epoch_start)
+        history.append(record)
+        _save_checkpoint(accelerator, checkpoints, epoch, manifest, history, args.keep_checkpoints)
+        accelerator.log({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1)
+        _main_log(accelerator)(
+            f"epoch {epoch + 1}/{args.epochs}: train loss {record['train_loss']:.4f}, "
+            f"val acc {100 * record['validation_accuracy']:.2f}%, test acc {100 * record['test_accuracy']:.2f}% "
+            f"({clock.done(epoch)})"
+        )
+    results = summarise(history, args, manifest)
+    results["train_samples"], results["validation_samples"] = len(run_data.train_split), len(run_data.validation_split)
+    _write_results(accelerator, out, results, history, manifest)
+    results["model"] = accelerator.unwrap_model(model)
+    results["accelerator"] = accelerator
+    return results
+
+
+class _Stepper:
+    """One training epoch: the seeded forward / backward / clip / step / schedule over the training loader."""
+
+    def __init__(self, model, optimizer, scheduler, accelerator, args: TrainingArguments, steps_per_epoch: int):
+        self.model, self.optimizer, self.scheduler, self.accelerator = model, optimizer, scheduler, accelerator
+        self.args, self.steps_per_epoch = args, steps_per_epoch
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def epoch(self, train_loader, epoch: int) -> float:
+        """Train one epoch; returns the mean training loss over its samples (all processes)."""
+        args, accelerator = self.args, self.accelerator
+        self.model.train()
         set_seed(args.seed * 1000 + epoch, device_specific=True)
         train_loader.set_epoch(epoch)
-        train_collator.epoch = epoch
         total_loss, total_seen, steps = torch.zeros(()), 0, 0
         bar = tqdm(
-            total=steps_per_epoch,
+            total=self.steps_per_epoch,
             desc=f"epoch {epoch + 1}/{args.epochs}",
             disable=not (args.progress and accelerator.is_local_main_process),
             leave=False,
         )
         for batch in train_loader:
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    loss = model(points=batch["points"], labels=batch["labels"]).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(params, args.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+            loss = self._step(batch)
             total_loss += accelerator.gather(loss.detach().float().reshape(1)).mean().cpu() * len(batch["labels"])
             total_seen += len(batch["labels"])
             if accelerator.sync_gradients:
                 steps += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
-                if steps >= steps_per_epoch:
+                if steps >= self.steps_per_epoch:
                     break
         bar.close()
-        val = evaluate_accuracy(model, val_loader, accelerator, vote=args.vote, collator=eval_collator)
-        test = evaluate_accuracy(model, test_loader, accelerator, vote=args.vote, collator=eval_collator)
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": (total_loss / max(1, total_seen)).item(),
-            "learning_rate": scheduler.get_last_lr()[0],
-            "validation_accuracy": val["accuracy"],
-            "validation_loss": val["loss"],
-            "test_accuracy": test["accuracy"],
-            "test_mean_class_accuracy": test["mean_class_accuracy"],
-            "test_loss": test["loss"],
-            "seconds": time.perf_counter() - epoch_start,  # this epoch's training + evaluation
-        }
-        history.append(record)
-        _save_checkpoint(accelerator, checkpoints, epoch, manifest, history, args.keep_checkpoints)
-        accelerator.log({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1)
-        _main_log(accelerator)(
-            f"epoch {epoch + 1}/{args.epochs}: train loss {record['train_loss']:.4f}, "
-            f"val acc {100 * val['accuracy']:.2f}%, test acc {100 * test['accuracy']:.2f}% "
-            f"({clock.done(epoch)})"
-        )
+        return (total_loss / max(1, total_seen)).item()
 
-    results = summarise(history, args, manifest)
-    results["train_samples"], results["validation_samples"] = len(train_split), len(val_split)
+    def _step(self, batch) -> torch.Tensor:
+        accelerator = self.accelerator
+        with accelerator.accumulate(self.model):
+            with accelerator.autocast():
+                loss = self.model(points=batch["points"], labels=batch["labels"]).loss
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and self.args.max_grad_norm:
+                accelerator.clip_grad_norm_(self.params, self.args.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss
+
+
+def _epoch_record(epoch: int, train_loss: float, scheduler, val: dict, test: dict, epoch_start: float) -> dict:
+    return {
+        "epoch": epoch + 1,
+        "train_loss": train_loss,
+        "learning_rate": scheduler.get_last_lr()[0],
+        "validation_accuracy": val["accuracy"],
+        "validation_loss": val["loss"],
+        "test_accuracy": test["accuracy"],
+        "test_mean_class_accuracy": test["mean_class_accuracy"],
+        "test_loss": test["loss"],
+        "seconds": time.perf_counter() - epoch_start,  # this epoch's training + evaluation
+    }
+
+
+def _write_results(accelerator, out: Path, results: dict, history: list[dict], manifest: dict) -> None:
+    """metrics.json and the learning curves (main process), then close the trackers and wait for every process."""
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "metrics.json", results)
@@ -305,9 +368,6 @@ def train(
         plot_learning_curves(history, out / "learning_curves.png", title=manifest.get("method", ""))
     end_trackers(accelerator)
     accelerator.wait_for_everyone()
-    results["model"] = accelerator.unwrap_model(model)
-    results["accelerator"] = accelerator
-    return results
 
 
 def _main_log(accelerator) -> Callable[[str], None]:
