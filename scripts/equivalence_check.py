@@ -11,10 +11,12 @@ records:
 - the training-mode logits and loss of one seeded forward (dropout and drop path active, as in training),
 - the gradient of every trainable parameter after `loss.backward()`,
 - every BatchNorm running statistic after that forward (the adapters' own statistics included),
-- the evaluation-mode logits after one SGD step, and the saved adapter (`get_peft_model_state_dict`);
+- the evaluation-mode logits after one SGD step (alone, and in a mixed-adapter batch for the point backbones), and
+  the saved adapter (`get_peft_model_state_dict`);
 
-and one whole `run_finetune` of PointGST on a tiny backbone and a small synthetic split (2 epochs: data order,
-augmentation, schedule, checkpointing): every epoch's losses and accuracies and the saved adapter's tensors.
+one whole `run_finetune` of PointGST on a tiny backbone and a small synthetic split (2 epochs: data order,
+augmentation, schedule, checkpointing): every epoch's losses and accuracies and the saved adapter's tensors; and one
+whole `run_pretrain` (masked modeling, 2 epochs): every epoch's loss and the saved encoder's tensors.
 
 Exit status 0 when everything is bit-identical, 1 otherwise (each difference is listed).
 """
@@ -130,9 +132,13 @@ def fingerprint(out: Path) -> None:
         model.eval()
         with torch.no_grad():
             record[f"{name}/eval_logits"] = model(points=x).logits
+            if "any2point" not in name:  # one adapter per sample (the base model alone for the middle one)
+                mixed = model(points=x, adapter_names=["default", "__base__", "default"]).logits
+                record[f"{name}/mixed_batch_logits"] = mixed
         for key, value in get_peft_model_state_dict(model).items():
             record[f"{name}/adapter/{key}"] = value.detach().clone()
     _finetune_run(record, out.parent / f"{out.stem}-run")
+    _pretrain_run(record, out.parent / f"{out.stem}-pretrain")
     print(f"fingerprint of {Path(hf_point_peft.__file__).parent}", file=sys.stderr)
     torch.save(record, out)
 
@@ -173,6 +179,34 @@ def _finetune_run(record: dict, folder: Path) -> None:
             record[f"finetune/epoch{epoch['epoch']}/{key}"] = torch.tensor(epoch[key], dtype=torch.float64)
     for key, value in load_file(folder / "run" / "adapter" / "adapter_model.safetensors").items():
         record[f"finetune/adapter/{key}"] = value
+
+
+def _pretrain_run(record: dict, folder: Path) -> None:
+    """A whole masked-modeling pre-training run through the library's job API."""
+    import torch
+    from safetensors.torch import load_file
+
+    from hf_point_peft.training.pretrain import PretrainJob, run_pretrain
+
+    model = {**TINY, "decoder_num_hidden_layers": 1, "decoder_num_attention_heads": 4}
+    model.pop("num_points")
+    job = PretrainJob(
+        output_dir=str(folder),
+        dataset="synthetic",
+        dataset_options={"train_per_class": 2, "test_per_class": 1, "num_points": 160, "seed": 1},
+        model_config=model,
+        epochs=2,
+        batch_size=8,
+        num_points=128,
+        warmup_epochs=0.5,
+        progress=False,
+    )
+    results = run_pretrain(job, log=lambda *_: None)
+    for epoch in results["history"]:
+        for key in ("train_loss", "learning_rate"):
+            record[f"pretrain/epoch{epoch['epoch']}/{key}"] = torch.tensor(epoch[key], dtype=torch.float64)
+    for key, value in load_file(folder / "encoder" / "model.safetensors").items():
+        record[f"pretrain/encoder/{key}"] = value
 
 
 def _run_fingerprint(tree: Path, out: Path) -> None:

@@ -245,11 +245,6 @@ def test_pickle_and_deepcopy():
         expected = model(points=x).logits
         for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
             assert torch.equal(clone(points=x).logits, expected)
-            # the clone has its own context: running it does not touch the original's
-            clone_blocks = [m for m in clone.modules() if isinstance(m, PointGSTBlock)]
-            orig_blocks = [m for m in model.modules() if isinstance(m, PointGSTBlock)]
-            assert clone_blocks[0].context is not orig_blocks[0].context
-            assert all(b.context is clone_blocks[0].context for b in clone_blocks)
 
 
 @pytest.mark.parametrize("reentrant", [False, True])
@@ -278,7 +273,15 @@ def test_gradient_checkpointing_same_gradients(cls, factory, reentrant):
         torch.testing.assert_close(plain[name], checkpointed[name], atol=1e-6, rtol=1e-5, msg=name)
 
 
-# ------------------------------------------------------------------ shared context
+# ------------------------------------------------------------------ per-forward geometry
+
+
+def _geometries(model) -> list:
+    """Record the `point_geometry` every PointGST block is called with (a test-only pre-hook)."""
+    seen = []
+    for block in (m for m in model.modules() if isinstance(m, PointGSTBlock)):
+        block.register_forward_pre_hook(lambda m, a, kw: seen.append(kw.get("point_geometry")), with_kwargs=True)
+    return seen
 
 
 def test_bases_built_once_per_forward_per_setting():
@@ -286,21 +289,57 @@ def test_bases_built_once_per_forward_per_setting():
     model = peft_model(init_weights=False, modules_to_save=[])
     model.add_adapter("same", PointGSTConfig(**GST, modules_to_save=[]))
     model.add_adapter("other", PointGSTConfig(**GST, laplacian="combinatorial", modules_to_save=[]))
-    context = next(m for m in model.modules() if isinstance(m, PointGSTBlock)).context
+    seen = _geometries(model)
     model.eval()
     with torch.no_grad():
-        context.builds = 0
         model.base_model.set_adapter(["default", "same"])
         model(points=points())
-        assert context.builds == 1  # two adapters, one graph setting, two blocks
+        assert len(seen) == 2 and seen[0] is seen[1]  # one geometry per forward, handed to every block
+        assert seen[0].builds == 1  # two adapters, one graph setting, two blocks
         model.base_model.set_adapter(["default", "same", "other"])
-        context.builds = 0
         model(points=points())
-        assert context.builds == 2
-        context.builds = 0
+        assert seen[2] is not seen[0] and seen[2].builds == 2  # a fresh geometry for the next forward
         with model.disable_adapter():
             model(points=points())
-        assert context.builds == 0
+        assert seen[4].builds == 0
+
+
+def test_the_encoder_passes_the_forward_geometry_and_no_hook_is_installed():
+    model = peft_model(init_weights=False)
+    assert not any(len(m._forward_hooks) or len(m._forward_pre_hooks) for m in model.modules())
+    seen = _geometries(model)
+    x = points()
+    with torch.no_grad():
+        centres = model.eval()(points=x).centres
+    assert len(seen) == 2 and seen[0] is seen[1]
+    assert torch.equal(seen[0].points, x) and torch.equal(seen[0].centres, centres)
+
+
+def test_concurrent_forwards_in_threads_do_not_share_geometry():
+    """Each call has its own geometry: forwards of different clouds running at once in threads (as DataParallel's
+    replicas or a serving thread pool do) give what each gives alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = peft_model(init_weights=False).eval()
+    clouds = [points(seed=s) for s in range(6)]
+    with torch.no_grad():
+        alone = [model(points=x).logits for x in clouds]
+
+        def run(x):
+            with torch.no_grad():  # grad mode is per thread
+                return model(points=x).logits
+
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            together = list(pool.map(run, clouds * 3))
+    for i, out in enumerate(together):
+        assert torch.equal(out, alone[i % len(clouds)]), i
+
+
+def test_a_block_called_without_geometry_says_what_the_encoder_must_pass():
+    model = peft_model(init_weights=False).eval()
+    block = next(m for m in model.modules() if isinstance(m, PointGSTBlock))
+    with pytest.raises(ValueError, match=r"point_geometry=PointGeometry\(points, centres\)"):
+        block(torch.randn(2, 17, block.width))
 
 
 # ------------------------------------------------------------------ fidelity switches

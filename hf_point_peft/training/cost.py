@@ -1,4 +1,4 @@
-"""Cost of a fine-tuning method: train-step time, peak memory, inference time, time spent in shared-context builds.
+"""Cost of a fine-tuning method: train-step time, peak memory, inference time, time spent in per-forward geometry builds.
 
 Each method is measured in a fresh subprocess so that peak memory is its own: on CUDA the allocator's peak
 (`torch.cuda.max_memory_allocated`), on CPU the process's peak resident set size minus a baseline: the resident
@@ -105,44 +105,31 @@ def _sync(device: torch.device) -> None:
 
 
 @contextmanager
-def _timed_builds(contexts: list, device: torch.device) -> Iterator[list[float]]:
-    """Time, from outside the forward path, every value the shared contexts build (graph bases, GA graphs, the
-    bank query): each context's `get` is shadowed by a timing one for the duration of the block; yields a
-    one-element list that accumulates the seconds (device-synchronised)."""
+def _timed_builds(device: torch.device) -> Iterator[list[float]]:
+    """Time, from outside the forward path, every value the forwards' `PointGeometry` objects build (graph bases,
+    GA graphs, the bank query): `PointGeometry.get` is shadowed by a timing one for the duration of the block;
+    yields a one-element list that accumulates the seconds (device-synchronised)."""
+    from ..geometry.per_forward import PointGeometry
+
     seconds = [0.0]
+    original = PointGeometry.get
 
-    def timing(original):
-        def get(key, build):
-            def timed(centres):
-                _sync(device)
-                start = time.perf_counter()
-                value = build(centres)
-                _sync(device)
-                seconds[0] += time.perf_counter() - start
-                return value
+    def get(geometry, key, build):
+        def timed(centres):
+            _sync(device)
+            start = time.perf_counter()
+            value = build(centres)
+            _sync(device)
+            seconds[0] += time.perf_counter() - start
+            return value
 
-            return original(key, timed)
+        return original(geometry, key, timed)
 
-        return get
-
-    for ctx in contexts:
-        ctx.get = timing(ctx.get)
+    PointGeometry.get = get
     try:
         yield seconds
     finally:
-        for ctx in contexts:
-            del ctx.get  # the class's own `get` again
-
-
-def _contexts(model: torch.nn.Module) -> list:
-    from ..tuners.context import CentresContext
-
-    seen: dict[int, CentresContext] = {}
-    for module in model.modules():
-        ctx = getattr(module, "context", None)
-        if isinstance(ctx, CentresContext):
-            seen[id(ctx)] = ctx
-    return list(seen.values())
+        PointGeometry.get = original
 
 
 def _peak_rss() -> int:
@@ -223,14 +210,13 @@ def measure_cost(spec: CostSpec, baseline_rss: int | None = None, inference: boo
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.mixed_precision == "bf16")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    contexts = _contexts(model)
     step_times, build_times = [], []
     model.train()
     for step in range(spec.warmup + spec.steps):
         x, y = (t.to(device) for t in batches[step % 2])
         _sync(device)
         start = time.perf_counter()
-        with _timed_builds(contexts, device) as build_seconds, autocast:
+        with _timed_builds(device) as build_seconds, autocast:
             loss = model(points=x, labels=y).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -116,16 +116,7 @@ def run_pretrain(job: PretrainJob, log=logger.info) -> dict[str, Any]:
     )
     _set_sync_batchnorm(model, accelerator.num_processes > 1)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    manifest = {
-        "method": "masked-modeling",
-        "backbone": "scratch",
-        "model_type": config.model_type,
-        "hidden_size": config.hidden_size,
-        "dataset": job.dataset,
-        "num_labels": None,
-        "trainable_parameter_names": sorted(n for n, p in model.named_parameters() if p.requires_grad),
-        "settings": job.result_settings(),
-    }
+    manifest = _manifest(job, config, model)
     history, first = start_or_resume(
         accelerator,
         out / "checkpoints",
@@ -143,31 +134,12 @@ def run_pretrain(job: PretrainJob, log=logger.info) -> dict[str, Any]:
     )
     for epoch in range(first, job.epochs):
         epoch_start = time.perf_counter()
-        model.train()
-        set_seed(job.seed * 1000 + epoch, device_specific=True)
-        loader.set_epoch(epoch)
         collator.epoch = epoch
-        total, seen = 0.0, 0
-        for batch in tqdm(
-            loader,
-            desc=f"pretrain {epoch + 1}/{job.epochs}",
-            leave=False,
-            disable=not (job.progress and accelerator.is_local_main_process),
-        ):
-            with accelerator.autocast():
-                loss = model(points=batch["points"]).loss
-            accelerator.backward(loss)
-            if job.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), job.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            total += accelerator.gather(loss.detach().float().reshape(1)).mean().item() * len(batch["points"])
-            seen += len(batch["points"])
+        loss = _train_epoch(model, loader, optimizer, scheduler, accelerator, job, epoch)
         history.append(
             {
                 "epoch": epoch + 1,
-                "train_loss": total / max(1, seen),
+                "train_loss": loss,
                 "learning_rate": scheduler.get_last_lr()[0],
                 "seconds": time.perf_counter() - epoch_start,
             }
@@ -186,25 +158,69 @@ def run_pretrain(job: PretrainJob, log=logger.info) -> dict[str, Any]:
         "training_clouds": len(data["train"]),
     }
     if accelerator.is_main_process:
-
-        encoder = accelerator.unwrap_model(model).point_transformer
-        results["encoder_parameters"] = sum(p.numel() for p in encoder.parameters())
-        device = f"{accelerator.num_processes} x {accelerator.device.type}, {torch.get_num_threads()} threads"
-        results["device"] = device
-
-        def write(folder: Path) -> None:
-            encoder.save_pretrained(folder)
-            write_json_atomic(folder / "pretrain_metrics.json", results)
-            name = job.name or out.resolve().name
-            write_backbone_card(folder, job, results, device, name=name, load_path=str(out / "encoder"))
-
-        atomic_directory(out / "encoder", write)
-        write_json_atomic(out / "pretrain_metrics.json", results)
-        log(f"saved the pre-trained encoder to {out / 'encoder'}")
+        _save_encoder(accelerator, model, job, results, log)
         log(f"total time {format_duration(time.perf_counter() - start)}")
     end_trackers(accelerator)
     accelerator.wait_for_everyone()
     return results
+
+
+def _manifest(job: PretrainJob, config: PointTransformerConfig, model: torch.nn.Module) -> dict[str, Any]:
+    """What a checkpoint of this run records, and a resume must match."""
+    return {
+        "method": "masked-modeling",
+        "backbone": "scratch",
+        "model_type": config.model_type,
+        "hidden_size": config.hidden_size,
+        "dataset": job.dataset,
+        "num_labels": None,
+        "trainable_parameter_names": sorted(n for n, p in model.named_parameters() if p.requires_grad),
+        "settings": job.result_settings(),
+    }
+
+
+def _train_epoch(model, loader, optimizer, scheduler, accelerator, job: PretrainJob, epoch: int) -> float:
+    """One seeded epoch of masked modeling; returns the mean Chamfer-L2 over its clouds (all processes)."""
+    model.train()
+    set_seed(job.seed * 1000 + epoch, device_specific=True)
+    loader.set_epoch(epoch)
+    total, seen = 0.0, 0
+    for batch in tqdm(
+        loader,
+        desc=f"pretrain {epoch + 1}/{job.epochs}",
+        leave=False,
+        disable=not (job.progress and accelerator.is_local_main_process),
+    ):
+        with accelerator.autocast():
+            loss = model(points=batch["points"]).loss
+        accelerator.backward(loss)
+        if job.max_grad_norm:
+            accelerator.clip_grad_norm_(model.parameters(), job.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        total += accelerator.gather(loss.detach().float().reshape(1)).mean().item() * len(batch["points"])
+        seen += len(batch["points"])
+    return total / max(1, seen)
+
+
+def _save_encoder(accelerator, model, job: PretrainJob, results: dict[str, Any], log) -> None:
+    """`<output_dir>/encoder` (weights, metrics, card; written atomically) and `<output_dir>/pretrain_metrics.json`."""
+    out = Path(job.output_dir)
+    encoder = accelerator.unwrap_model(model).point_transformer
+    results["encoder_parameters"] = sum(p.numel() for p in encoder.parameters())
+    device = f"{accelerator.num_processes} x {accelerator.device.type}, {torch.get_num_threads()} threads"
+    results["device"] = device
+
+    def write(folder: Path) -> None:
+        encoder.save_pretrained(folder)
+        write_json_atomic(folder / "pretrain_metrics.json", results)
+        name = job.name or out.resolve().name
+        write_backbone_card(folder, job, results, device, name=name, load_path=str(out / "encoder"))
+
+    atomic_directory(out / "encoder", write)
+    write_json_atomic(out / "pretrain_metrics.json", results)
+    log(f"saved the pre-trained encoder to {out / 'encoder'}")
 
 
 # how the embedded backbone's card loads it (the folder lives inside the installed package)

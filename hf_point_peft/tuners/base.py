@@ -1,8 +1,9 @@
 """The peft `BaseTuner` shared by the point-cloud methods that wrap the blocks of a point backbone.
 
 It resolves placements from the model family, wraps blocks with the method's block layer and the tokenizer's frozen
-BatchNorms with the method's statistics layer, installs the one forward hook that captures the token centres into
-a shared context, refuses to merge (the methods depend on the input), and removes the hook on unload.
+BatchNorms with the method's statistics layer, and refuses to merge (the methods depend on the input). The block
+layers get each forward's points and token centres from the encoder, as the keyword argument `point_geometry`
+(`geometry/per_forward.py`); nothing is captured by hooks.
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ from peft.utils.other import AuxiliaryTrainingWrapper
 from torch import nn
 
 from .backbones import find_module, get_backbone, model_width
-from .context import CentresContext, install_centres_hook, remove_centres_hooks
 from .keys import AdapterNameFreeKeys
 from .mixed_batch import check_adapter_names, mixed_batch_hooks
 from .placement import TunerModulesFollowBase
 
-__all__ = ["InputDependentTuner", "PointTuner", "checkpointed", "suspended_checkpointing"]
+__all__ = [
+    "InputDependentTuner",
+    "PointTuner",
+    "adapters_disabled",
+    "checkpointed",
+    "require_geometry",
+    "suspended_checkpointing",
+]
 
 _NOT_MERGEABLE = (
     "{name} adapters depend on the input point cloud (they are computed from the token centres of each forward), so "
@@ -54,9 +61,36 @@ def checkpointed(wrapper: nn.Module, base: nn.Module, run, hidden_states, *args)
     return run(hidden_states, *args)
 
 
+@contextmanager
+def adapters_disabled(module: nn.Module):
+    """Every tuner layer inside `module` runs as its base layer for the duration (peft's `disable_adapters` flag,
+    set and put back; `requires_grad` is left alone): Point-PEFT's frozen query pass of the pre-trained encoder."""
+    layers = [(m, m._disable_adapters) for m in module.modules() if isinstance(m, BaseTunerLayer)]
+    for layer, _ in layers:
+        layer._disable_adapters = True
+    try:
+        yield
+    finally:
+        for layer, flag in layers:
+            layer._disable_adapters = flag
+
+
+def require_geometry(point_geometry, layer: nn.Module):
+    """The `point_geometry` a block layer was called with; a clear error when the encoder passed none."""
+    if point_geometry is None:
+        where = f" {layer.key!r}" if getattr(layer, "key", "") else ""
+        raise ValueError(
+            f"the adapted block{where} was called without point_geometry: the encoder must pass "
+            "point_geometry=PointGeometry(points, centres) (hf_point_peft.geometry.per_forward) to each block, as "
+            "hf_point_peft's point transformer and PointGPT do; call the PEFT model with points=..., and make a "
+            "backbone of your own pass it from its tokenizer's output"
+        )
+    return point_geometry
+
+
 class _BaseModelSnapshot:
     """What creating a tuner may change on the base model, to put back when the creation fails: every module's
-    children (adapter wrappers, modules_to_save wrappers), forward hooks and pre-hooks (the centres hooks, attach
+    children (adapter wrappers, modules_to_save wrappers), forward hooks and pre-hooks (Any2Point's attach
     hooks), instance attributes of the model itself (Any2Point's `forward` entry) and each parameter's
     `requires_grad`. Parameter and buffer values are never written by an injection, so they are not copied."""
 
@@ -188,16 +222,6 @@ class PointTuner(InputDependentTuner):
     block_layer_cls: type[nn.Module]
     bn_layer_cls: type[nn.Module]
     method_name = "point"
-    capture_points = False  # also hand the tokenizer's input points to the context
-
-    # ---------------------------------------------------------------- shared context
-    @property
-    def point_context(self) -> CentresContext:
-        context = self.__dict__.get("_point_context")
-        if context is None:
-            context = CentresContext()
-            self.__dict__["_point_context"] = context
-        return context
 
     # ---------------------------------------------------------------- config resolution
     def _prepare_adapter_config(self, peft_config, model_config: dict):
@@ -252,7 +276,6 @@ class PointTuner(InputDependentTuner):
             peft_config.tokenizer_module = find_module(model, backbone.tokenizer)[0]
         name, tokenizer = find_module(model, peft_config.tokenizer_module)
         peft_config.tokenizer_module = name
-        install_centres_hook(tokenizer, self.point_context, points=self.capture_points)
         self._bn_targets = {
             f"{name}.{sub}" if sub else name
             for sub, module in tokenizer.named_modules()
@@ -315,7 +338,7 @@ class PointTuner(InputDependentTuner):
         if self._create_extra(peft_config, adapter_name, target, target_name, parent, current_key):
             return
         if isinstance(target, nn.modules.batchnorm._BatchNorm):
-            new_module = self.bn_layer_cls(target, adapter_name, peft_config.backbone_bn_stats, self.point_context)
+            new_module = self.bn_layer_cls(target, adapter_name, peft_config.backbone_bn_stats)
         else:
             if peft_config.block_norm is not None and not isinstance(
                 getattr(target, peft_config.block_norm, None), nn.Module
@@ -324,7 +347,7 @@ class PointTuner(InputDependentTuner):
                     f"target block {current_key!r} ({type(target).__name__}) has no submodule {peft_config.block_norm!r}; "
                     "set block_norm to the name of its LayerNorm before the FFN"
                 )
-            new_module = self.block_layer_cls(target, adapter_name, peft_config, self.point_context, key=current_key)
+            new_module = self.block_layer_cls(target, adapter_name, peft_config, key=current_key)
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
@@ -332,12 +355,3 @@ class PointTuner(InputDependentTuner):
     def _create_extra(self, peft_config, adapter_name, target, target_name, parent, current_key) -> bool:
         """Subclasses wrap other targets (e.g. the final norm) here; return True when `target` was handled."""
         return False
-
-    def unload(self) -> nn.Module:
-        remove_centres_hooks(self.model, self.point_context)
-        return super().unload()
-
-    def delete_adapter(self, adapter_name: str) -> None:
-        super().delete_adapter(adapter_name)
-        if not self.peft_config:
-            remove_centres_hooks(self.model, self.point_context)

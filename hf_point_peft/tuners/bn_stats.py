@@ -70,8 +70,7 @@ class BatchNormStatsMixin:
 
     def _stats_adapter(self) -> str | None:
         """The first active adapter that has statistics here (statistics cannot be combined across adapters)."""
-        context = getattr(self, "context", None)
-        if self.disable_adapters or (context is not None and context.bypass):
+        if self.disable_adapters:
             return None
         means = getattr(self, self.stats_attribute_names()[0])
         for name in self.active_adapters:
@@ -81,8 +80,7 @@ class BatchNormStatsMixin:
 
     def forward(self, x: torch.Tensor, adapter_names: list[str] | None = None) -> torch.Tensor:
         base = self.base_layer
-        context = getattr(self, "context", None)
-        if adapter_names is not None and not self.disable_adapters and not (context is not None and context.bypass):
+        if adapter_names is not None and not self.disable_adapters:
             return self._mixed_forward(x, adapter_names)
         adapter = self._stats_adapter()
         if adapter is None:

@@ -38,11 +38,17 @@ class PointPeftConfig(AdapterArtefact, PeftConfig):
     )
     tokenizer_module: str | None = field(
         default=None,
-        metadata={"help": "Module whose output carries the token centres [B, G, 3] (`.centres` or tuple element 2)."},
+        metadata={
+            "help": "The tokenizer module (its BatchNorms get per-adapter statistics). A backbone of your own passes "
+            "point_geometry=PointGeometry(points, centres) to each block, as the package's models do."
+        },
     )
     block_norm: str | None = field(
         default=None,
-        metadata={"help": "Name, inside a block, of the LayerNorm before the FFN (its input is the mid-block stream)."},
+        metadata={
+            "help": "Name, inside a block, of the LayerNorm before the FFN (it gives the block width). PointGST: a "
+            "block of your own accepts parallel_adapter and returns parallel_adapter(output, input of this norm)."
+        },
     )
     num_prefix_tokens: int | None = field(
         default=None, metadata={"help": "Tokens before the patch tokens (1 for cls; 2 for PointGPT's sos + cls)."}

@@ -10,6 +10,7 @@ next patch from the previous tokens.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,7 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
+from ...geometry.per_forward import PointGeometry
 from ..layers import (
     ClassificationHead,
     ClsEmbedding,
@@ -113,13 +115,22 @@ class PointGPTLayer(GradientCheckpointingLayer):
         self.mlp = FeedForward(config.hidden_size, config.intermediate_size, config.hidden_act, 0.0)
 
     def forward(
-        self, hidden_states: torch.Tensor, position_embeddings: torch.Tensor | None = None, is_causal: bool = True
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: torch.Tensor | None = None,
+        is_causal: bool = True,
+        point_geometry: PointGeometry | None = None,
+        parallel_adapter: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """`point_geometry`: this forward's points and centres, for adapters wrapped around the block (unused here).
+        `parallel_adapter(output, stream)`: what adapters parallel to the FFN make of the block output, given the
+        stream that enters the FFN (the input of `ln_2`); PointGST passes it."""
         if position_embeddings is not None:
             hidden_states = hidden_states + position_embeddings
         hidden_states = self.ln_1(hidden_states)
         hidden_states = hidden_states + self.attn(hidden_states, is_causal=is_causal)
-        return hidden_states + self.mlp(self.ln_2(hidden_states))
+        output = hidden_states + self.mlp(self.ln_2(hidden_states))
+        return output if parallel_adapter is None else parallel_adapter(output, hidden_states)
 
 
 class PointGPTStack(nn.Module):
@@ -130,12 +141,19 @@ class PointGPTStack(nn.Module):
         self.layers = nn.ModuleList([PointGPTLayer(config) for _ in range(depth)])
         self.ln_f = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, hidden_states, position_embeddings, is_causal: bool, output_hidden_states: bool = False):
+    def forward(
+        self,
+        hidden_states,
+        position_embeddings,
+        is_causal: bool,
+        output_hidden_states: bool = False,
+        point_geometry: PointGeometry | None = None,
+    ):
         all_hidden = [] if output_hidden_states else None
         for layer in self.layers:
             if all_hidden is not None:
                 all_hidden.append(hidden_states)
-            hidden_states = layer(hidden_states, position_embeddings, is_causal)
+            hidden_states = layer(hidden_states, position_embeddings, is_causal, point_geometry=point_geometry)
         if all_hidden is not None:
             all_hidden.append(hidden_states)
         return self.ln_f(hidden_states), (tuple(all_hidden) if all_hidden is not None else None)
@@ -229,7 +247,10 @@ class PointGPTModel(PointGPTPreTrainedModel):
             hidden = torch.cat([sos.to(tokens.dtype), tokens], dim=1)
             prefix = [sos_position.to(positions.dtype)]
         positions = torch.cat([*prefix, positions], dim=1)
-        hidden, all_hidden = self.encoder(hidden, positions, self.config.causal_fine_tuning, output_hidden_states)
+        geometry = PointGeometry(points, centres)
+        hidden, all_hidden = self.encoder(
+            hidden, positions, self.config.causal_fine_tuning, output_hidden_states, point_geometry=geometry
+        )
         num_prefix = 2 if add_cls_token else 1
         output = PointGPTModelOutput(
             last_hidden_state=hidden,

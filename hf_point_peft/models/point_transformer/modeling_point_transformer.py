@@ -6,6 +6,7 @@ centres re-added at every block input -> pre-LN blocks with drop path -> final L
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,7 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
+from ...geometry.per_forward import PointGeometry
 from ..layers import (
     ClassificationHead,
     ClsEmbedding,
@@ -129,11 +131,21 @@ class PointTransformerLayer(GradientCheckpointingLayer):
         self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = FeedForward(config.hidden_size, config.intermediate_size, config.hidden_act, config.hidden_dropout)
 
-    def forward(self, hidden_states: torch.Tensor, position_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: torch.Tensor | None = None,
+        point_geometry: PointGeometry | None = None,
+        parallel_adapter: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """`point_geometry`: this forward's points and centres, for adapters wrapped around the block (unused here).
+        `parallel_adapter(output, stream)`: what adapters parallel to the FFN make of the block output, given the
+        stream that enters the FFN (the input of `norm2`); PointGST passes it."""
         if position_embeddings is not None:
             hidden_states = hidden_states + position_embeddings
         hidden_states = hidden_states + self.drop_path(self.attn(self.norm1(hidden_states)))
-        return hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states)))
+        output = hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states)))
+        return output if parallel_adapter is None else parallel_adapter(output, hidden_states)
 
 
 class PointTransformerEncoder(nn.Module):
@@ -142,12 +154,18 @@ class PointTransformerEncoder(nn.Module):
         rates = [drop_path_rate * i / (depth - 1) for i in range(depth)] if depth > 1 else [drop_path_rate] * depth
         self.layers = nn.ModuleList([PointTransformerLayer(config, rate, num_heads) for rate in rates])
 
-    def forward(self, hidden_states, position_embeddings, output_hidden_states: bool = False):
+    def forward(
+        self,
+        hidden_states,
+        position_embeddings,
+        output_hidden_states: bool = False,
+        point_geometry: PointGeometry | None = None,
+    ):
         all_hidden = [] if output_hidden_states else None
         for layer in self.layers:
             if all_hidden is not None:
                 all_hidden.append(hidden_states)
-            hidden_states = layer(hidden_states, position_embeddings)
+            hidden_states = layer(hidden_states, position_embeddings, point_geometry=point_geometry)
         if all_hidden is not None:
             all_hidden.append(hidden_states)
         return hidden_states, (tuple(all_hidden) if all_hidden is not None else None)
@@ -215,7 +233,8 @@ class PointTransformerModel(PointTransformerPreTrainedModel):
             tokens = torch.cat([cls_token.to(tokens.dtype), tokens], dim=1)
             positions = torch.cat([cls_position.to(positions.dtype), positions], dim=1)
             num_prefix = 1
-        hidden, all_hidden = self.encoder(tokens, positions, output_hidden_states)
+        geometry = PointGeometry(points, centres)
+        hidden, all_hidden = self.encoder(tokens, positions, output_hidden_states, point_geometry=geometry)
         hidden = self.norm(hidden)
         patch_max = hidden[:, num_prefix:].amax(dim=1)
         pooled = torch.cat([hidden[:, 0], patch_max], dim=-1) if num_prefix else patch_max
@@ -373,7 +392,8 @@ class PointTransformerForMaskedModeling(PointTransformerPreTrainedModel):
             raise ValueError("masked modeling needs at least one masked patch; raise mask_ratio")
         visible = _keep_visible(tokens, bool_masked_pos)
         visible_pos = _keep_visible(positions, bool_masked_pos)
-        hidden, _ = self.point_transformer.encoder(visible, visible_pos)
+        geometry = PointGeometry(points, centres)
+        hidden, _ = self.point_transformer.encoder(visible, visible_pos, point_geometry=geometry)
         hidden = self.point_transformer.norm(hidden)
         decoded = self.decoder(hidden, centres, bool_masked_pos)
         num_masked = decoded.shape[1]

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
+from ...geometry.per_forward import PointGeometry
 from ...geometry.spectral import GraphBases, graph_bases
-from ..base import checkpointed, suspended_checkpointing
+from ..base import require_geometry
 from ..bn_stats import BatchNormStatsMixin
-from ..context import CentresContext
 from ..mixed_batch import adapter_groups
 from ..placement import FollowsBase
 from .config import PointGSTConfig
@@ -84,16 +84,6 @@ class SpectralAdapter(nn.Module):
         return self.up(torch.cat([a[:, :num_prefix], patches], dim=1))
 
 
-class _InputCapture:
-    """Forward pre-hook that remembers the first positional input of a module."""
-
-    def __init__(self) -> None:
-        self.value: torch.Tensor | None = None
-
-    def __call__(self, module: nn.Module, args: tuple) -> None:
-        self.value = args[0]
-
-
 def _build_bases(config_key: tuple, centres: torch.Tensor) -> GraphBases:
     _, local_size, curve, distance, scale, kind, eigh_dtype, eps = config_key
     with torch.no_grad(), torch.autocast(device_type=centres.device.type, enabled=False):
@@ -114,14 +104,12 @@ class PointGSTBlock(FollowsBase, nn.Module, PointGSTLayer):
     input of the block's second LayerNorm (the residual stream after attention) and their output is added to the
     block output. Works for the pre-LN Point-MAE blocks and PointGPT's normed-residual blocks alike."""
 
-    def __init__(
-        self, base_layer: nn.Module, adapter_name: str, config: PointGSTConfig, context: CentresContext, key: str = ""
-    ):
+    def __init__(self, base_layer: nn.Module, adapter_name: str, config: PointGSTConfig, key: str = ""):
         super().__init__()
         self.base_layer = base_layer
         self.point_gst_adapter = nn.ModuleDict()
         self.point_gst_graph: dict[str, tuple] = {}
-        self.context = context
+        self.key = key
         self.block_norm = config.block_norm
         self.num_prefix = config.num_prefix_tokens
         norm = getattr(base_layer, config.block_norm)
@@ -142,46 +130,47 @@ class PointGSTBlock(FollowsBase, nn.Module, PointGSTLayer):
             return []
         return [name for name in self.active_adapters if name in self.point_gst_adapter]
 
-    def forward(self, hidden_states: torch.Tensor, *args, adapter_names: list[str] | None = None, **kwargs):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        *args,
+        point_geometry: PointGeometry | None = None,
+        adapter_names: list[str] | None = None,
+        **kwargs,
+    ):
+        """The block with the active adapters' PCSA outputs added to its output. The block calls
+        `parallel_adapter(output, stream)` itself with the stream that enters its FFN (the input of `block_norm`), so
+        the adapters need no hook, and the block's own gradient checkpointing covers them; `point_geometry` (passed
+        by the encoder) holds this forward's token centres, from which the graph bases are built once per forward."""
         if adapter_names is not None and not self.disable_adapters:
-            return self._mixed_forward(adapter_names, hidden_states, *args, **kwargs)
-        active = self._active()
-        if not active:
-            return self.base_layer(hidden_states, *args, **kwargs)
-        run = partial(self._adapted_forward, active, **kwargs)
-        return checkpointed(self, self.base_layer, run, hidden_states, *args)
+            add = partial(self._add_mixed, adapter_names, require_geometry(point_geometry, self))
+        else:
+            active = self._active()
+            if not active:
+                return self.base_layer(hidden_states, *args, **kwargs)
+            add = partial(self._add_active, active, require_geometry(point_geometry, self))
+        return self.base_layer(hidden_states, *args, parallel_adapter=add, **kwargs)
 
-    def _base_forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-        """The block's output and the input of its `block_norm` (the stream the adapters read)."""
-        base = self.base_layer
-        capture = _InputCapture()
-        handle = getattr(base, self.block_norm).register_forward_pre_hook(capture)
-        try:
-            with suspended_checkpointing(base):  # already inside our checkpoint (or not training)
-                output = base(hidden_states, *args, **kwargs)
-        finally:
-            handle.remove()
-        if capture.value is None:
-            raise RuntimeError(f"{type(base).__name__}.{self.block_norm} was not called during the block forward")
-        return output, capture.value
-
-    def _adapted_forward(self, active: list[str], hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        output, stream = self._base_forward(hidden_states, *args, **kwargs)
+    def _add_active(
+        self, active: list[str], geometry: PointGeometry, output: torch.Tensor, stream: torch.Tensor
+    ) -> torch.Tensor:
+        """`output` plus each active adapter's PCSA of `stream`, one adapter after the other."""
         for name in active:
             key = self.point_gst_graph[name]
-            bases = self.context.get(key, partial(_build_bases, key))
+            bases = geometry.get(key, partial(_build_bases, key))
             output = output + self.point_gst_adapter[name](stream, bases, self.num_prefix).to(output.dtype)
         return output
 
-    def _mixed_forward(self, adapter_names: list[str], hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    def _add_mixed(
+        self, adapter_names: list[str], geometry: PointGeometry, output: torch.Tensor, stream: torch.Tensor
+    ) -> torch.Tensor:
         """Each adapter's rows get that adapter's PCSA, with graph bases of those rows only (the batch-global
         distance scale then covers the same samples as a forward of those rows alone)."""
-        output, stream = self._base_forward(hidden_states, *args, **kwargs)
-        for name, rows in adapter_groups(adapter_names, device=hidden_states.device):
+        for name, rows in adapter_groups(adapter_names, device=output.device):
             if name not in self.point_gst_adapter:  # "__base__", or an adapter that skips this block
                 continue
             key = self.point_gst_graph[name]
-            bases = self.context.get((*key, "rows", *rows.tolist()), lambda c, k=key, r=rows: _build_bases(k, c[r]))
+            bases = geometry.get((*key, "rows", *rows.tolist()), lambda c, k=key, r=rows: _build_bases(k, c[r]))
             delta = self.point_gst_adapter[name](stream[rows], bases, self.num_prefix)
             output = output.index_add(0, rows, delta.to(output.dtype))
         return output
@@ -198,9 +187,8 @@ class PointGSTBatchNorm(BatchNormStatsMixin, FollowsBase, nn.Module, PointGSTLay
 
     stats_prefix = "point_gst_bn_"
 
-    def __init__(self, base_layer: nn.Module, adapter_name: str, mode: str, context: CentresContext | None = None):
+    def __init__(self, base_layer: nn.Module, adapter_name: str, mode: str):
         super().__init__()
-        self.context = context
         self._init_stats(base_layer)
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, mode)

@@ -13,10 +13,10 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from ...geometry import farthest_point_sample, gather_points, knn
+from ...geometry.per_forward import PointGeometry
 from ...models.layers import BatchNorm1d, quick_gelu
-from ..base import checkpointed
+from ..base import adapters_disabled, checkpointed, require_geometry
 from ..bn_stats import BatchNormStatsMixin
-from ..context import CentresContext
 from ..mixed_batch import adapter_groups, take_rows
 from ..placement import FollowsBase
 from .config import PointPromptConfig
@@ -176,14 +176,14 @@ class PointPromptLayer(BaseTunerLayer):
 class PromptShared:
     """What the block layers of one PEFT model share: plain (unregistered) references to the tuner-level modules
     (prompt coordinates, LN3 + local attention, memory bank), each adapter's config, and the frozen feature
-    function used for the bank query. Per-forward values are cached in the context."""
+    function used for the bank query. Per-forward values are cached in the forward's `PointGeometry`."""
 
     def __init__(self, coords: nn.ParameterDict, geometry: nn.ModuleDict, bank, feature_fn) -> None:
         self.coords, self.geometry, self.bank, self.feature_fn = coords, geometry, bank, feature_fn
         self.settings: dict[str, PointPromptConfig] = {}
 
     def graph(
-        self, context: CentresContext, name: str, with_prompts: bool, rows: torch.Tensor | None = None
+        self, geometry: PointGeometry, name: str, with_prompts: bool, rows: torch.Tensor | None = None
     ) -> GAGraph:
         """This forward's GA graph of adapter `name` (of the samples `rows` only, in a mixed-adapter batch)."""
         config = self.settings[name]
@@ -194,9 +194,9 @@ class PromptShared:
             anchors = config.ga_num_anchors if config.ga_num_anchors is not None else max(1, centres.shape[1] // 2)
             return build_graph(centres, coords, anchors, config.ga_k)
 
-        return context.get(("point_prompt_graph", name, with_prompts, *_rows_key(rows)), build)
+        return geometry.get(("point_prompt_graph", name, with_prompts, *_rows_key(rows)), build)
 
-    def prompt_input(self, context: CentresContext, name: str, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def prompt_input(self, geometry: PointGeometry, name: str, rows: torch.Tensor | None = None) -> torch.Tensor:
         config = self.settings[name]
         if name not in self.bank:
             raise ValueError(
@@ -205,12 +205,10 @@ class PromptShared:
             )
 
         def build(_centres: torch.Tensor) -> torch.Tensor:
-            if context.points is None:
-                raise RuntimeError("the bank query needs the forward's input points; none were captured")
-            points = context.points if rows is None else context.points[rows]
+            points = geometry.points if rows is None else geometry.points[rows]
             return bank_prompt_input(self.feature_fn(points), self.bank[name], config.bank_topk)
 
-        return context.get(("point_prompt_cm", name, *_rows_key(rows)), build)
+        return geometry.get(("point_prompt_cm", name, *_rows_key(rows)), build)
 
 
 def _rows_key(rows: torch.Tensor | None) -> tuple:
@@ -218,17 +216,18 @@ def _rows_key(rows: torch.Tensor | None) -> tuple:
 
 
 class FrozenFeatures:
-    """phi(points): the frozen pre-trained encoder with every adapter bypassed, in eval mode, without grad, on the
-    patch tokens only; the final-norm output max-pooled over tokens [B, C] (float32)."""
+    """phi(points): the frozen pre-trained encoder with every adapter disabled, in eval mode, without grad, on the
+    patch tokens only; the final-norm output max-pooled over tokens [B, C] (float32). A call of its own (its own
+    `PointGeometry`), made inside the adapted forward of the first prompted block."""
 
-    def __init__(self, encoder: nn.Module, context: CentresContext) -> None:
-        self.encoder, self.context = encoder, context
+    def __init__(self, encoder: nn.Module) -> None:
+        self.encoder = encoder
 
     def __call__(self, points: torch.Tensor) -> torch.Tensor:
         modes = [(m, m.training) for m in self.encoder.modules()]
         self.encoder.eval()
         try:
-            with self.context.bypassed(), torch.no_grad():
+            with adapters_disabled(self.encoder), torch.no_grad():
                 out = self.encoder(points, add_cls_token=False, return_dict=True)
         finally:
             for module, mode in modes:
@@ -259,7 +258,6 @@ class PointPromptBlock(FollowsBase, nn.Module, PointPromptLayer):
         base_layer: nn.Module,
         adapter_name: str,
         config: PointPromptConfig,
-        context: CentresContext,
         key: str = "",
     ):
         super().__init__()
@@ -268,7 +266,7 @@ class PointPromptBlock(FollowsBase, nn.Module, PointPromptLayer):
             raise ValueError(f"cannot read a block index from {key!r}")
         self.base_layer = base_layer
         self.index = int(match.group(1))
-        self.context = context
+        self.key = key
         self.num_prefix = config.num_prefix_tokens
         self.gpt = hasattr(base_layer, "ln_1")
         norm1 = base_layer.ln_1 if self.gpt else base_layer.norm1
@@ -308,38 +306,50 @@ class PointPromptBlock(FollowsBase, nn.Module, PointPromptLayer):
 
     # -------------------------------------------------------------- the forward
     def _active(self) -> str | None:
-        if self.disable_adapters or self.context.bypass:
+        if self.disable_adapters:
             return None
         active = [name for name in self.active_adapters if name in self.point_prompt_mlp]
         if len(active) > 1:
             raise ValueError(f"Point-PEFT runs one adapter at a time; active adapters here: {active}")
         return active[0] if active else None
 
-    def forward(self, hidden_states: torch.Tensor, *args, adapter_names: list[str] | None = None, **kwargs):
-        if adapter_names is not None and not self.disable_adapters and not self.context.bypass:
-            return self._mixed_forward(adapter_names, hidden_states, *args, **kwargs)
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        *args,
+        point_geometry: PointGeometry | None = None,
+        adapter_names: list[str] | None = None,
+        **kwargs,
+    ):
+        """The block under the active adapter; `point_geometry` (passed by the encoder) holds this forward's points
+        and token centres, from which the GA graph and the bank query are built once per forward."""
+        if adapter_names is not None and not self.disable_adapters:
+            geometry = require_geometry(point_geometry, self)
+            return self._mixed_forward(adapter_names, geometry, hidden_states, *args, **kwargs)
         name = self._active()
         if name is None:
             return self.base_layer(hidden_states, *args, **kwargs)
-        graph, cm = self._per_forward_inputs(name)
+        graph, cm = self._per_forward_inputs(name, require_geometry(point_geometry, self))
         run = partial(self._adapted_forward, name, self.point_prompt_settings[name], graph, cm, **kwargs)
         return checkpointed(self, self.base_layer, run, hidden_states, *args)
 
-    def _per_forward_inputs(self, name: str, rows: torch.Tensor | None = None):
+    def _per_forward_inputs(self, name: str, geometry: PointGeometry, rows: torch.Tensor | None = None):
         """The GA graph and the bank-enhanced prompt input (None without a bank or prompts) of adapter `name`."""
         config = self.point_prompt_settings[name]
         prompted = name in self.point_prompt_tokens
-        graph = self.shared.graph(self.context, name, prompted and config.learn_prompt_coords, rows)
-        cm = self.shared.prompt_input(self.context, name, rows) if prompted and config.use_memory_bank else None
+        graph = self.shared.graph(geometry, name, prompted and config.learn_prompt_coords, rows)
+        cm = self.shared.prompt_input(geometry, name, rows) if prompted and config.use_memory_bank else None
         return graph, cm
 
-    def _mixed_forward(self, adapter_names: list[str], hidden_states: torch.Tensor, *args, **kwargs):
+    def _mixed_forward(
+        self, adapter_names: list[str], geometry: PointGeometry, hidden_states: torch.Tensor, *args, **kwargs
+    ):
         """Each adapter's rows through the block under that adapter, as a forward of those rows alone would."""
         batch, out = hidden_states.shape[0], torch.empty_like(hidden_states)
         for name, rows in adapter_groups(adapter_names, device=hidden_states.device):
             sub_args, sub_kwargs = take_rows(args, rows, batch), take_rows(kwargs, rows, batch)
             if name in self.point_prompt_mlp:
-                graph, cm = self._per_forward_inputs(name, rows)
+                graph, cm = self._per_forward_inputs(name, geometry, rows)
                 config = self.point_prompt_settings[name]
                 out[rows] = self._adapted_forward(name, config, graph, cm, hidden_states[rows], *sub_args, **sub_kwargs)
             else:  # "__base__", or an adapter that skips this block
@@ -423,10 +433,9 @@ class PointPromptNorm(FollowsBase, nn.Module, PointPromptLayer):
     adapter_layer_names = ("point_prompt_norm",)
     other_param_names = ()
 
-    def __init__(self, base_layer: nn.LayerNorm, adapter_name: str, context: CentresContext):
+    def __init__(self, base_layer: nn.LayerNorm, adapter_name: str):
         super().__init__()
         self.base_layer = base_layer
-        self.context = context
         self.point_prompt_norm = nn.ModuleDict()
         self.in_features = self.out_features = int(base_layer.normalized_shape[0])
         self._active_adapter = adapter_name
@@ -438,7 +447,7 @@ class PointPromptNorm(FollowsBase, nn.Module, PointPromptLayer):
         self.set_adapter(self.active_adapters)
 
     def forward(self, x: torch.Tensor, adapter_names: list[str] | None = None) -> torch.Tensor:
-        if self.disable_adapters or self.context.bypass:
+        if self.disable_adapters:
             return self.base_layer(x)
         if adapter_names is not None:
             out = torch.empty_like(x)
@@ -465,9 +474,8 @@ class PointPromptBatchNorm(BatchNormStatsMixin, FollowsBase, nn.Module, PointPro
 
     stats_prefix = "point_prompt_bn_"
 
-    def __init__(self, base_layer: nn.Module, adapter_name: str, mode: str, context: CentresContext | None = None):
+    def __init__(self, base_layer: nn.Module, adapter_name: str, mode: str):
         super().__init__()
-        self.context = context
         self._init_stats(base_layer)
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, mode)

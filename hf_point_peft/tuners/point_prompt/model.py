@@ -37,7 +37,6 @@ class PointPromptModel(PointTuner):
     bn_layer_cls = PointPromptBatchNorm
     method_name = "Point-PEFT"
     one_adapter_per_forward = True  # prompts, bias deltas and the bank belong to one adapter
-    capture_points = True
 
     # ---------------------------------------------------------------- tuner-level state
     def _shared_state(self) -> PromptShared:
@@ -51,7 +50,7 @@ class PointPromptModel(PointTuner):
                 self.point_prompt_coords,
                 self.point_prompt_geometry,
                 self.point_prompt_bank,
-                FrozenFeatures(encoder, self.point_context),
+                FrozenFeatures(encoder),
             )
             self.__dict__["_prompt_shared"] = shared
         return shared
@@ -113,7 +112,7 @@ class PointPromptModel(PointTuner):
             target.update_layer(adapter_name)
             return True
         if isinstance(target, nn.LayerNorm) and current_key in self._extra_targets(peft_config):
-            new_module = PointPromptNorm(target, adapter_name, self.point_context)
+            new_module = PointPromptNorm(target, adapter_name)
             if adapter_name not in self.active_adapters:
                 new_module.requires_grad_(False)
             self._replace_module(parent, target_name, new_module, target)
