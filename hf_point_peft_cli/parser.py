@@ -43,6 +43,25 @@ DATASETS = (
 )
 AUGMENTATIONS = ("scale_translate", "rotate", "scale", "none")
 PRECISIONS = ("no", "bf16", "fp16")
+# other spellings of the methods' names (the code's module names, the papers' names) -> the command line's
+METHOD_ALIASES = {
+    "point_gst": "pointgst",
+    "point-gst": "pointgst",
+    "point_prompt": "point-prompt",
+    "pointprompt": "point-prompt",
+    "point-peft": "point-prompt",
+    "point_peft": "point-prompt",
+    "pointpeft": "point-prompt",
+}
+
+
+def method_name(text: str) -> str:
+    """A method as typed, in the command line's spelling (`PointGST`, `point_gst` -> `pointgst`; `Point-PEFT`,
+    `point_prompt` -> `point-prompt`); anything else is left for the choices check."""
+    key = text.strip().lower()
+    return METHOD_ALIASES.get(key, key)
+
+
 BENCHMARK_METHODS = ("any2point", "any2point-random", "full", "linear", "lora", "point-prompt", "pointgst", "scratch")
 CONVERT_SOURCES = ("point-mae", "point-bert", "act", "recon", "pointgpt")
 CONVERT_METHODS = ("pointgst", "point-prompt", "any2point")  # fine-tuned PEFT checkpoints -> adapter + base
@@ -279,7 +298,13 @@ def _add_finetune(sub, common) -> None:
         metavar="NAME",
         help="an official fine-tuning configuration (`point-peft recipes` lists them); flags given here override it",
     )
-    p.add_argument("--method", choices=METHODS, default=d["method"], help="fine-tuning method (default %(default)s)")
+    p.add_argument(
+        "--method",
+        type=method_name,
+        choices=METHODS,
+        default=d["method"],
+        help="fine-tuning method (default %(default)s; point_gst / PointGST and point_prompt / Point-PEFT also work)",
+    )
     p.add_argument(
         "--backbone",
         default=d["backbone"],
@@ -428,6 +453,7 @@ def _add_convert(sub, common) -> None:
     p.add_argument(
         "--from",
         dest="source",
+        type=method_name,
         required=True,
         choices=CONVERT_SOURCES + CONVERT_METHODS,
         help="which official code made it",
@@ -516,6 +542,7 @@ def _add_benchmark(sub, common) -> None:
         "--methods",
         nargs="+",
         default=d["methods"],
+        type=method_name,
         choices=BENCHMARK_METHODS,
         help="methods to run (full fine-tuning is always included: it is the reference of the ratios)",
     )

@@ -433,3 +433,14 @@ def test_elapsed_time_and_eta_read_at_a_glance(monkeypatch):
     clock = progress.Clock(total=4, first=1)  # a resumed run: units 1, 2, 3 left
     assert clock.done(1) == "elapsed 10 s, ETA 20 s"
     assert clock.done(3) == "elapsed 30 s"
+
+
+def test_method_names_in_other_spellings_are_accepted():
+    from hf_point_peft_cli import build_parser
+
+    parser = build_parser()
+    for typed, meant in (("PointGST", "pointgst"), ("point_gst", "pointgst"), ("Point-PEFT", "point-prompt")):
+        assert parser.parse_args(["finetune", "--method", typed]).method == meant
+        assert parser.parse_args(["benchmark", "--methods", typed]).methods == [meant]
+    assert parser.parse_args(["convert", "c.pth", "--from", "point_prompt", "--out", "o"]).source == "point-prompt"
+

@@ -19,6 +19,20 @@ _CHOICES = {
 }
 
 
+@dataclass(frozen=True)
+class GraphSettings:
+    """What defines PointGST's graph bases (`geometry.spectral.graph_bases`): adapters with equal settings share one
+    computation per forward (the settings are the cache key in the forward's `PointGeometry`)."""
+
+    local_size: int
+    curve: str
+    distance: str
+    scale: str
+    kind: str
+    eigh_dtype: str
+    degenerate_eps: float
+
+
 @dataclass
 class PointGSTConfig(PointPeftConfig):
     """Configuration of PointGST: a spectral adapter (PCSA) parallel to every block's FFN, driven by graph Fourier
@@ -68,10 +82,9 @@ class PointGSTConfig(PointPeftConfig):
             raise ValueError(f"PointGSTConfig.degenerate_eps must be > 0, got {self.degenerate_eps!r}")
 
     @property
-    def graph_key(self) -> tuple:
+    def graph_key(self) -> GraphSettings:
         """The settings that define the graph bases; adapters that share them share one computation per forward."""
-        return (
-            "point_gst",
+        return GraphSettings(
             self.local_size,
             self.curve,
             self.pairwise_distance,

@@ -15,7 +15,7 @@ from ..base import require_geometry
 from ..bn_stats import BatchNormStatsMixin
 from ..mixed_batch import adapter_groups
 from ..placement import FollowsBase
-from .config import PointGSTConfig
+from .config import GraphSettings, PointGSTConfig
 
 __all__ = ["PointGSTBatchNorm", "PointGSTBlock", "PointGSTLayer", "SpectralAdapter"]
 
@@ -84,18 +84,17 @@ class SpectralAdapter(nn.Module):
         return self.up(torch.cat([a[:, :num_prefix], patches], dim=1))
 
 
-def _build_bases(config_key: tuple, centres: torch.Tensor) -> GraphBases:
-    _, local_size, curve, distance, scale, kind, eigh_dtype, eps = config_key
+def _build_bases(settings: GraphSettings, centres: torch.Tensor) -> GraphBases:
     with torch.no_grad(), torch.autocast(device_type=centres.device.type, enabled=False):
         return graph_bases(
             centres.float(),
-            local_size=local_size,
-            curve=curve,
-            distance=distance,
-            scale=scale,
-            kind=kind,
-            eigh_dtype=_DTYPES[eigh_dtype],
-            degenerate_eps=eps,
+            local_size=settings.local_size,
+            curve=settings.curve,
+            distance=settings.distance,
+            scale=settings.scale,
+            kind=settings.kind,
+            eigh_dtype=_DTYPES[settings.eigh_dtype],
+            degenerate_eps=settings.degenerate_eps,
         )
 
 
@@ -108,7 +107,7 @@ class PointGSTBlock(FollowsBase, nn.Module, PointGSTLayer):
         super().__init__()
         self.base_layer = base_layer
         self.point_gst_adapter = nn.ModuleDict()
-        self.point_gst_graph: dict[str, tuple] = {}
+        self.point_gst_graph: dict[str, GraphSettings] = {}
         self.key = key
         self.block_norm = config.block_norm
         self.num_prefix = config.num_prefix_tokens
@@ -170,7 +169,7 @@ class PointGSTBlock(FollowsBase, nn.Module, PointGSTLayer):
             if name not in self.point_gst_adapter:  # "__base__", or an adapter that skips this block
                 continue
             key = self.point_gst_graph[name]
-            bases = geometry.get((*key, "rows", *rows.tolist()), lambda c, k=key, r=rows: _build_bases(k, c[r]))
+            bases = geometry.get((key, "rows", *rows.tolist()), lambda c, k=key, r=rows: _build_bases(k, c[r]))
             delta = self.point_gst_adapter[name](stream[rows], bases, self.num_prefix)
             output = output.index_add(0, rows, delta.to(output.dtype))
         return output
