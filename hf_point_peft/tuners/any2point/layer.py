@@ -3,6 +3,7 @@ guided branch on the layer output, plus the tuner-level modules (local attention
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -16,7 +17,7 @@ from ..placement import FollowsBase
 from .config import Any2PointConfig
 
 __all__ = [
-    "Any2PointContext",
+    "Any2PointState",
     "Any2PointLayer",
     "Any2PointLayerWrapper",
     "CellBatchNorm",
@@ -29,35 +30,21 @@ __all__ = [
 ]
 
 
-class Any2PointContext:
-    """Per-point-forward state read by every wrapped layer: the active adapter, per-view cells [M, B, G] (global
-    ids b * n_cells + cell), voxel ids [B, G] (global), the number of cells per view. Rebuilt each point forward,
-    never cleared (gradient-checkpoint recomputation reads it); `in_point_forward` is True only while the tuner runs a
-    point forward, so calls in the source modality see the plain layers."""
+@dataclass
+class Any2PointState:
+    """What one point forward hands to every wrapped source layer (as the keyword argument `any2point_state`): the
+    adapter that runs, per-view cells [M, B, G] (global ids b * n_cells + cell) with each token's row among the
+    occupied cells, the attention masks of each view, voxel ids [B, G] (global) and their count. Made by the point
+    forward for that call only; a call in the source modality passes none, and the layers run as the source's."""
 
-    def __init__(self) -> None:
-        self.in_point_forward = False
-        self.adapter: str | None = None
-        self.cells: torch.Tensor | None = None
-        self.num_cells = 0
-        self.cell_rows: list[torch.Tensor] = []  # per view: each token's row among the occupied cells [B * G]
-        self.num_occupied: list[int] = []
-        self.voxels: torch.Tensor | None = None
-        self.num_voxels = 0
-        self.masks: list[torch.Tensor] = []
-
-    def __getstate__(self) -> dict:
-        return {
-            "in_point_forward": False,
-            "adapter": None,
-            "cells": None,
-            "num_cells": 0,
-            "cell_rows": [],
-            "num_occupied": [],
-            "voxels": None,
-            "num_voxels": 0,
-            "masks": [],
-        }
+    adapter: str
+    cells: torch.Tensor
+    num_cells: int
+    cell_rows: list[torch.Tensor]
+    num_occupied: list[int]
+    masks: list[torch.Tensor]
+    voxels: torch.Tensor
+    num_voxels: int
 
 
 def segment_mean(x: torch.Tensor, ids: torch.Tensor, num: int) -> torch.Tensor:
@@ -197,13 +184,11 @@ class Any2PointLayerWrapper(FollowsBase, nn.Module, Any2PointLayer):
         base_layer: nn.Module,
         adapter_name: str,
         config: Any2PointConfig,
-        context: Any2PointContext,
         attach: str,
         width: int,
     ):
         super().__init__()
         self.base_layer = base_layer
-        self.context = context
         self.width = self.in_features = self.out_features = width
         self.any2point_bottleneck = nn.ModuleDict()
         self.any2point_norms = nn.ModuleDict()
@@ -227,15 +212,16 @@ class Any2PointLayerWrapper(FollowsBase, nn.Module, Any2PointLayer):
         self.any2point_settings[adapter_name] = config
         self.set_adapter(self.active_adapters)
 
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
-        ctx = self.context
-        name = ctx.adapter if ctx.in_point_forward and not self.disable_adapters else None
+    def forward(self, hidden_states: torch.Tensor, *args, any2point_state: Any2PointState | None = None, **kwargs):
+        """The source layer; in a point forward (`any2point_state` given by the tuner's point path) with its
+        adapter's bottleneck and guided branch."""
+        name = any2point_state.adapter if any2point_state is not None and not self.disable_adapters else None
         if name is None or name not in self.any2point_bottleneck:
             return self.base_layer(hidden_states, *args, **kwargs)
-        run = partial(self._adapted_forward, name, **kwargs)
+        run = partial(self._adapted_forward, name, any2point_state, **kwargs)
         return checkpointed(self, self.base_layer, run, hidden_states, *args)
 
-    def _adapted_forward(self, name: str, hidden_states: torch.Tensor, *args, **kwargs):
+    def _adapted_forward(self, name: str, state: Any2PointState, hidden_states: torch.Tensor, *args, **kwargs):
         self.running = name
         try:
             with suspended_checkpointing(self.base_layer):
@@ -243,14 +229,14 @@ class Any2PointLayerWrapper(FollowsBase, nn.Module, Any2PointLayer):
         finally:
             self.running = None
         tensor = out[0] if isinstance(out, tuple) else out
-        guided = self._guided(name, tensor)
+        guided = self._guided(name, state, tensor)
         return (guided, *out[1:]) if isinstance(out, tuple) else guided
 
-    def _guided(self, name: str, x: torch.Tensor) -> torch.Tensor:
+    def _guided(self, name: str, ctx: Any2PointState, x: torch.Tensor) -> torch.Tensor:
         config = self.any2point_settings[name]
         if config.coef == 0:
             return x
-        ctx, shared, norms = self.context, self.shared, self.any2point_norms[name]
+        shared, norms = self.shared, self.any2point_norms[name]
         t = x[:, 1:].to(norms.voxel.weight.dtype)  # the adapter's dtype; the result returns in the layer's
         batch, groups, width = t.shape
         flat = t.reshape(batch * groups, width)

@@ -17,9 +17,9 @@ from ...geometry import validate_points
 from ...models.layers import classification_loss
 from ..base import InputDependentTuner
 from .layer import (
-    Any2PointContext,
     Any2PointLayer,
     Any2PointLayerWrapper,
+    Any2PointState,
     ClsModule,
     LocalCellAttention,
     PointHead,
@@ -71,13 +71,8 @@ class Any2PointModel(InputDependentTuner):
         self.any2point_view_norm = nn.ModuleDict()
         self.any2point_final_norm = nn.ModuleDict()
         self.any2point_head = nn.ModuleDict()
-        self.__dict__["_a2p_context"] = Any2PointContext()
         self.__dict__["_a2p_shared"] = _Shared(self.any2point_local_attn, self.any2point_view_norm)
         model.forward = PointEntry(self)
-
-    @property
-    def context(self) -> Any2PointContext:
-        return self.__dict__["_a2p_context"]
 
     def _prepare_adapter_config(self, config, model_config: dict):
         recipe = get_recipe(self.model)
@@ -174,9 +169,7 @@ class Any2PointModel(InputDependentTuner):
             target.update_layer(adapter_name, config)
             return
         recipe = get_recipe(self.model)
-        new_module = Any2PointLayerWrapper(
-            target, adapter_name, config, self.context, recipe.attach, self.model.config.hidden_size
-        )
+        new_module = Any2PointLayerWrapper(target, adapter_name, config, recipe.attach, self.model.config.hidden_size)
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
@@ -265,7 +258,7 @@ class Any2PointModel(InputDependentTuner):
                     official_reshape=config.pe_2d_official_reshape,
                 )
         pe = views.pe
-        self._build_context(name, config, centres, views)
+        state = self._point_state(name, config, centres, views)
         batch = tokens.shape[0]
         cls = self.any2point_cls[name]
         dtype = tokens.dtype
@@ -277,17 +270,11 @@ class Any2PointModel(InputDependentTuner):
         if recipe.input_norm:
             emb = model.embeddings
             x = emb.LayerNorm(x + emb.token_type_embeddings.weight[0])
-        layers = get_module(model, recipe.layers)
-        ctx = self.context
-        ctx.in_point_forward = True
-        try:
-            for index, layer in enumerate(layers):
-                if index > 0 and config.pe_injection == "every_block":
-                    x = x + pos
-                out = layer(x, None)
-                x = out[0] if isinstance(out, tuple) else out
-        finally:
-            ctx.in_point_forward = False
+        for index, layer in enumerate(get_module(model, recipe.layers)):
+            if index > 0 and config.pe_injection == "every_block":
+                x = x + pos
+            out = layer(x, None, any2point_state=state)
+            x = out[0] if isinstance(out, tuple) else out
         x = self.any2point_final_norm[name](x.to(dtype))
         feature = torch.cat([x[:, 0], x[:, 1:].amax(dim=1)], dim=-1)
         logits = self.any2point_head[name](feature)
@@ -295,24 +282,27 @@ class Any2PointModel(InputDependentTuner):
         return SequenceClassifierOutput(loss=loss, logits=logits.to(source_dtype))
 
     @torch.compiler.disable  # voxel and cell ids are discrete choices: eager under torch.compile
-    def _build_context(self, name: str, config, centres: torch.Tensor, views) -> None:
-        ctx = self.context
+    def _point_state(self, name: str, config, centres: torch.Tensor, views) -> Any2PointState:
+        """This point forward's state for the wrapped layers (`Any2PointState`)."""
         batch, groups, _ = centres.shape
         offsets = torch.arange(batch, device=centres.device).view(1, batch, 1)
-        ctx.adapter = name
-        ctx.num_cells = views.num_cells
-        ctx.cells = views.cells + offsets * views.num_cells
+        cells = views.cells + offsets * views.num_cells
         # occupied cells compacted once per forward for every layer: pooling over [B * num_cells] rows would build
         # (and back-propagate through) tensors that are almost all empty cells
-        compact = [torch.unique(c.reshape(-1), return_inverse=True) for c in ctx.cells]
-        ctx.cell_rows = [inverse for _, inverse in compact]
-        ctx.num_occupied = [int(occupied.shape[0]) for occupied, _ in compact]
-        ctx.masks = [(c.unsqueeze(-1) == c.unsqueeze(-2)) for c in views.cells]
+        compact = [torch.unique(c.reshape(-1), return_inverse=True) for c in cells]
         with torch.no_grad():
             rel = centres.float() - centres.float().amin(dim=1, keepdim=True)
             cell = torch.div(rel, config.voxel_size, rounding_mode="floor").long()
             sample = torch.arange(batch, device=centres.device).view(batch, 1, 1).expand(batch, groups, 1)
             keys = torch.cat([sample, cell], dim=-1).reshape(-1, 4)
             unique, inverse = torch.unique(keys, dim=0, return_inverse=True)
-        ctx.num_voxels = int(unique.shape[0])
-        ctx.voxels = inverse.reshape(batch, groups)
+        return Any2PointState(
+            adapter=name,
+            cells=cells,
+            num_cells=views.num_cells,
+            cell_rows=[inverse_rows for _, inverse_rows in compact],
+            num_occupied=[int(occupied.shape[0]) for occupied, _ in compact],
+            masks=[(c.unsqueeze(-1) == c.unsqueeze(-2)) for c in views.cells],
+            voxels=inverse.reshape(batch, groups),
+            num_voxels=int(unique.shape[0]),
+        )
