@@ -123,6 +123,7 @@ def build_model_card(job, results: dict[str, Any], is_peft: bool, repo_id: str |
         "num_points": args.num_points,
         "vote_text": f", {args.vote}-view vote" if args.vote else ", no vote",
         "validation_percent": f"{100 * args.validation_fraction:.0f}%",
+        "validation_grouping": results.get("validation_grouping", "cloud by cloud (not recorded by this run)"),
         "seed": args.seed,
         "test_accuracy": _pct(results["test_accuracy"]),
         "test_mean_class_accuracy": _pct(results.get("test_mean_class_accuracy")),

@@ -116,6 +116,7 @@ def _training_args(args):
         num_points=args.num_points,
         augmentation=args.augmentation,
         validation_fraction=args.validation_fraction,
+        validation_group_by=args.validation_group_by,
         vote=args.vote,
         num_workers=args.workers,
         resume=args.resume,

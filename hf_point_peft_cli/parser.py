@@ -87,6 +87,7 @@ FINETUNE = {
     "num_points": 1024,
     "augmentation": "scale_translate",
     "validation_fraction": 0.1,
+    "validation_group_by": None,
     "vote": 0,
     "num_workers": 0,
 }
@@ -339,6 +340,13 @@ def _add_finetune(sub, common) -> None:
         type=_fraction,
         default=d["validation_fraction"],
         help="share of the training split held out for validation (default %(default)s)",
+    )
+    p.add_argument(
+        "--validation-group-by",
+        metavar="COLUMN",
+        default=d["validation_group_by"],
+        help="column whose equal values are one object: the validation split keeps each object on one side "
+        "(default: a 'group' column if the data have one; README, section Data)",
     )
     p.add_argument("--vote", type=NON_NEGATIVE, default=d["vote"], help="test-time voting views (default 0: one view)")
     p.add_argument(

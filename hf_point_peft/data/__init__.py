@@ -6,7 +6,6 @@ import inspect
 import os
 from pathlib import Path
 
-import numpy as np
 from datasets import DatasetDict, load_from_disk
 
 from ..errors import SettingError
@@ -19,6 +18,7 @@ from .readers import (
     read_modelnet40_text,
     read_scanobjectnn,
 )
+from .splits import train_validation_split, validation_grouping
 from .synthetic import SYNTHETIC_CLASSES, load_synthetic_shapes, make_synthetic_shapes
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "read_modelnet40_text",
     "read_scanobjectnn",
     "train_validation_split",
+    "validation_grouping",
 ]
 
 DATASETS = (
@@ -130,20 +131,3 @@ def load_point_dataset(name: str, path: str | os.PathLike | None = None, **kwarg
     if not isinstance(data, DatasetDict):
         raise ValueError(f"{path} holds a single Dataset; save a DatasetDict with 'train' and 'test' splits")
     return data
-
-
-def train_validation_split(train, fraction: float = 0.1, seed: int = 0):
-    """Carve a stratified validation split from the training split: (train, validation). The test split is never
-    used for model selection."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
-    labels = np.asarray(train["label"])
-    rng = np.random.default_rng(seed)
-    val_idx = []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        take = max(1, int(round(len(members) * fraction))) if len(members) > 1 else 0
-        val_idx.extend(rng.choice(members, size=take, replace=False).tolist())
-    val_set = set(val_idx)
-    train_idx = [i for i in range(len(labels)) if i not in val_set]
-    return train.select(train_idx), train.select(sorted(val_idx))

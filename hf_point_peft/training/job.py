@@ -91,8 +91,7 @@ def run_finetune(job: FinetuneJob, log=logger.info) -> dict[str, Any]:
     args = job.training
     check_finetune(job)
     data = load_point_dataset(job.dataset, job.data_path, **job.dataset_options)
-    label_feature = data["train"].features["label"]
-    names = list(label_feature.names)
+    names = _label_names(data)
     set_seed(args.seed)  # the new head and the adapters are initialised from the run's seed
     if job.method in SOURCE_METHODS:
         model = load_source(job.backbone, log=log)
@@ -146,6 +145,19 @@ def run_finetune(job: FinetuneJob, log=logger.info) -> dict[str, Any]:
         log(f"total time {format_duration(time.perf_counter() - start)} (checks, data, model, training, saving)")
     accelerator.wait_for_everyone()
     return results
+
+
+def _label_names(data) -> list[str]:
+    """The class names of a dataset's `label` column, which must be a `datasets.ClassLabel`."""
+    from datasets import ClassLabel
+
+    feature = data["train"].features.get("label")
+    if not isinstance(feature, ClassLabel):
+        raise ValueError(
+            f"the training split's 'label' column is {feature!r}, not a datasets.ClassLabel, so the class names are "
+            "unknown: cast it first, e.g. data = data.cast_column('label', ClassLabel(names=[...])), and save again"
+        )
+    return list(feature.names)
 
 
 def best_test_epoch(history: list[dict[str, Any]]) -> dict[str, Any]:

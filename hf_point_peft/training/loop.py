@@ -30,7 +30,7 @@ from datasets import DatasetDict
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
-from ..data import PointCloudCollator, train_validation_split
+from ..data import PointCloudCollator, train_validation_split, validation_grouping
 from ..errors import SettingError
 from ..models.layers import BatchNorm1d
 from .checkpoint import (
@@ -69,6 +69,7 @@ class TrainingArguments:
     point_all_ratio: float = 1200 / 1024
     augmentation: str = "scale_translate"
     validation_fraction: float = 0.1
+    validation_group_by: str | None = None  # column whose equal values are one object (data/splits.py)
     vote: int = 0
     num_workers: int = 0
     resume: bool = False
@@ -163,6 +164,7 @@ class _Data:
 
     train_split: Any
     validation_split: Any
+    grouping: dict[str, Any]  # how the validation split was drawn (data/splits.py)
     train_collator: PointCloudCollator
     eval_collator: PointCloudCollator
     train_loader: DataLoader
@@ -186,9 +188,13 @@ def _accelerator(args: TrainingArguments, out: Path) -> Accelerator:
     return accelerator
 
 
-def _data(data: DatasetDict, args: TrainingArguments, channels: int) -> _Data:
-    """Carve the validation split from `data["train"]` and build the seeded collators and loaders."""
-    train_split, val_split = train_validation_split(data["train"], args.validation_fraction, args.seed)
+def _data(data: DatasetDict, args: TrainingArguments, manifest: dict[str, Any]) -> _Data:
+    """Carve the validation split from `data["train"]` (object-disjoint where the data say which clouds are one
+    object) and build the seeded collators and loaders."""
+    channels = int(manifest.get("num_channels", 3))
+    dataset = str(manifest.get("dataset", ""))
+    column, grouping = validation_grouping(dataset, data["train"].column_names, args.validation_group_by)
+    train_split, val_split = train_validation_split(data["train"], args.validation_fraction, args.seed, column)
     if len(train_split) < args.batch_size:
         raise ValueError(f"the training split has {len(train_split)} samples, fewer than batch_size {args.batch_size}")
     train_collator = PointCloudCollator(
@@ -216,7 +222,8 @@ def _data(data: DatasetDict, args: TrainingArguments, channels: int) -> _Data:
         )
         for split in (val_split, data["test"])
     )
-    return _Data(train_split, val_split, train_collator, eval_collator, train_loader, validation_loader, test_loader)
+    loaders = (train_loader, validation_loader, test_loader)
+    return _Data(train_split, val_split, grouping, train_collator, eval_collator, *loaders)
 
 
 def _optimisation(model: torch.nn.Module, args: TrainingArguments, steps_per_epoch: int):
@@ -256,7 +263,7 @@ def train(
     out = Path(args.output_dir)
     accelerator = _accelerator(args, out)
     set_seed(args.seed)
-    run_data = _data(data, args, int(manifest.get("num_channels", 3)))
+    run_data = _data(data, args, manifest)
     if before_training is not None:
         before_training(model, run_data.train_split)
     steps_per_epoch = _steps_per_epoch(args, run_data.train_loader)
@@ -290,6 +297,7 @@ def train(
         )
     results = summarise(history, args, manifest)
     results["train_samples"], results["validation_samples"] = len(run_data.train_split), len(run_data.validation_split)
+    results.update(run_data.grouping)
     _write_results(accelerator, out, results, history, manifest)
     results["model"] = accelerator.unwrap_model(model)
     results["accelerator"] = accelerator
