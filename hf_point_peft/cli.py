@@ -265,6 +265,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
             mixed_precision=args.mixed_precision,
             cost_batch=args.cost_batch,
             cost_steps=args.cost_steps,
+            cost_rounds=args.cost_rounds,
             cpu=args.cpu,
             progress=args.progress,
             resume=args.resume,

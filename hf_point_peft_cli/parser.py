@@ -117,6 +117,7 @@ BENCHMARK = {
     "mixed_precision": "no",
     "cost_batch": 32,
     "cost_steps": 2,
+    "cost_rounds": 3,
 }
 
 
@@ -585,6 +586,12 @@ def _add_benchmark(sub, common) -> None:
     )
     p.add_argument(
         "--cost-steps", type=POSITIVE, default=d["cost_steps"], help="timed steps per method (default %(default)s)"
+    )
+    p.add_argument(
+        "--cost-rounds",
+        type=POSITIVE,
+        default=d["cost_rounds"],
+        help="timing rounds at the end, every method once per round, round-robin (default %(default)s)",
     )
     p.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is present")
     _progress_flag(p, "default: off, one line per method")

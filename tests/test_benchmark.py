@@ -34,6 +34,7 @@ def options(backbone, out, **kw) -> BenchmarkOptions:
         "num_points": 128,
         "cost_batch": 4,
         "cost_steps": 1,
+        "cost_rounds": 2,
         "cpu": True,
         "command": "point-peft benchmark (test)",
         **kw,
@@ -58,6 +59,10 @@ def test_benchmark_writes_table_json_plot_and_resumes(backbone, tmp_path):
     text = (out / "BENCHMARK.md").read_text()
     assert "point-peft benchmark (test)" in text and "| PointGST |" in text and "final-epoch, single-view" in text
     assert (out / "accuracy_vs_parameters.png").stat().st_size > 1000
+    control = summary["cost_control"]  # the linear probe's inference against full's: the same forward
+    assert control["ratio"] == linear["inference_seconds"] / full["inference_seconds"]
+    assert "Cost control: linear probe inference / full fine-tuning inference" in text
+    assert len(gst["step_seconds_rounds"]) == 2  # every method timed in both rounds
     assert {t["target"] for t in summary["targets"]} >= {
         "PointGST trains <= 3% of the parameters (of full fine-tuning's count)"
     }
@@ -94,6 +99,23 @@ def test_targets_report_misses_with_the_figure():
     assert checks["PointGST step time <= 0.85x full"]["met"] is True
     assert checks["PointGST peak memory <= 0.6x full"]["measured"] == "0.70x"
     assert checks["PointGST beats the linear probe"]["met"] is False
+
+
+def test_an_off_control_withholds_the_time_ratios():
+    rows = [
+        {"key": "full", "label": "full", "final_epoch_test_accuracy": 0.9, "trainable_parameters": 1000},
+        {
+            "key": "pointgst",
+            "label": "PointGST",
+            "final_epoch_test_accuracy": 0.9,
+            "trainable_parameters": 20,
+            "step_time_ratio": 0.1,
+            "peak_memory_ratio": 0.5,
+        },
+    ]
+    checks = {c["target"]: c for c in check_targets(rows, timing_reliable=False)}
+    assert checks["PointGST step time <= 0.85x full"]["met"] is None  # not judged
+    assert checks["PointGST peak memory <= 0.6x full"]["met"] is True  # memory does not depend on the load
 
 
 def test_unknown_method_is_refused(backbone, tmp_path):

@@ -1,5 +1,7 @@
 """The cost probe runs end to end on a tiny model (no timing is asserted: wall-clock belongs in benchmark files)."""
 
+import statistics
+
 import pytest
 from tiny import TINY
 
@@ -107,3 +109,28 @@ def test_cpu_peak_memory_is_the_probes_own_not_its_parents():
     assert alone["peak_memory_exact"] and beside_a_big_parent["peak_memory_exact"]
     assert beside_a_big_parent["peak_memory_bytes"] < alone["peak_memory_bytes"] + (64 << 20)
     assert alone["peak_memory_bytes"] < 512 << 20  # a tiny model's step, not an inherited gigabyte
+
+
+def test_costs_measured_together_interleave_rounds_and_the_control_is_checked():
+    """Every method's timing probe runs once per round, round-robin, each in a fresh process; the figures are the
+    medians with every round kept, and the linear probe's inference (full fine-tuning's forward) is the control."""
+    from hf_point_peft.training.benchmark import cost_control
+    from hf_point_peft.training.cost import measure_together
+
+    base = {**tiny_full_spec(2).__dict__, "warmup": 0, "inference_repeats": 1}
+    specs = {"full": CostSpec(**base), "linear": CostSpec(**{**base, "method": "linear"})}
+    costs = measure_together(specs, rounds=2)
+    for name in specs:
+        assert costs[name]["rounds"] == 2 and len(costs[name]["step_seconds_rounds"]) == 2
+        assert costs[name]["step_seconds"] == statistics.median(costs[name]["step_seconds_rounds"])
+        assert costs[name]["peak_memory_bytes"] > 0
+    control = cost_control(costs)
+    expected = costs["linear"]["inference_seconds"] / costs["full"]["inference_seconds"]
+    assert control["ratio"] == expected and control["reliable"] == (abs(expected - 1) <= 0.10)
+    # the verdict itself, on figures where it is known
+    assert cost_control({"full": {"inference_seconds": 1.0}, "linear": {"inference_seconds": 1.05}})["reliable"]
+    off = cost_control({"full": {"inference_seconds": 1.0}, "linear": {"inference_seconds": 0.37}})
+    assert off["reliable"] is False and f"{off['ratio']:.2f}" == "0.37"
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        measure_together(specs, rounds=0)
+

@@ -20,13 +20,17 @@ from typing import Any
 import torch
 
 from ..atomic import atomic_file, write_json_atomic, write_text_atomic
-from .cost import CostSpec, measure_in_subprocess
+from .cost import CostSpec, measure_together
 from .evaluation import PROTOCOL
 from .job import FinetuneJob, run_finetune
 from .loop import TrainingArguments
 from .progress import Clock, format_duration
 
 __all__ = ["BENCHMARK_METHODS", "BenchmarkOptions", "MethodRun", "run_benchmark"]
+
+# the control of the cost ratios (`cost_control`): the linear probe's inference is full fine-tuning's forward
+CONTROL = "linear"
+CONTROL_TOLERANCE = 0.10
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +98,7 @@ class BenchmarkOptions:
     mixed_precision: str = "no"
     cost_batch: int = 32
     cost_steps: int = 2
+    cost_rounds: int = 3  # timing rounds, every method once per round, round-robin, at the end (cost.py)
     cpu: bool = False
     progress: bool = False
     resume: bool = False  # reuse finished method runs (and their cost figures) in output_dir, continue the others
@@ -117,6 +122,8 @@ def _row(name: str, spec: MethodRun, results: dict[str, Any], cost: dict[str, An
         "peak_memory_bytes": cost["peak_memory_bytes"],
         "peak_memory_exact": cost.get("peak_memory_exact", True),
         "inference_seconds": cost["inference_seconds"],
+        "step_seconds_rounds": cost.get("step_seconds_rounds", [cost["step_seconds"]]),
+        "inference_seconds_rounds": cost.get("inference_seconds_rounds", [cost["inference_seconds"]]),
         "step_time_ratio": cost["step_seconds"] / full_cost["step_seconds"],
         "peak_memory_ratio": cost["peak_memory_bytes"] / full_cost["peak_memory_bytes"],
         "inference_ratio": cost["inference_seconds"] / full_cost["inference_seconds"],
@@ -138,7 +145,7 @@ def run_benchmark(options: BenchmarkOptions, log=logger.info) -> dict[str, Any]:
     if options.dataset.startswith("synthetic"):  # the budget's split size unless overridden option by option
         dataset_options = {**SYNTHETIC_DEFAULTS, **dataset_options}
     _check_resumable(out / "benchmark_options.json", options, dataset_options)
-    rows, costs = [], {}
+    rows, cost_specs = [], {}
     for name in methods:
         spec = BENCHMARK_METHODS[name]
         # each run folder records the settings it was trained with: a later benchmark with other settings (and
@@ -173,29 +180,21 @@ def run_benchmark(options: BenchmarkOptions, log=logger.info) -> dict[str, Any]:
         )
         log(f"[benchmark] {spec.label}: training {training.epochs} epochs")
         results = run_finetune(job, log=lambda *a: None)
-        if backbone == "scratch":  # the same architecture and method as full fine-tuning: the same cost
-            costs[name] = costs["full"]
-        else:
-            cost_spec = CostSpec(
-                method=spec.method,
-                backbone=backbone,
-                batch=options.cost_batch,
-                num_points=options.num_points,
-                num_labels=len(results["label_names"]),
-                steps=options.cost_steps,
-                device=device,
-                mixed_precision=options.mixed_precision,
-                method_options=spec.method_options,
-                bank_rows=results["train_samples"],
-            )
-            costs[name] = _measure_cost(cost_spec, out / "runs" / name / "cost.json", options.resume)
+        if backbone != "scratch":  # scratch: the architecture and method of full fine-tuning, so its cost
+            cost_specs[name] = _cost_spec(spec.method, backbone, spec.method_options, results, options, device)
         rows.append((name, spec, results))
         log(
             f"[benchmark] {spec.label}: test accuracy {100 * results['test_accuracy']:.2f}% "
             f"({results['trainable_parameters']:,} trainable); {len(rows)}/{len(methods)} methods, "
             f"{clock.done(len(rows) - 1)}"
         )
-    table = [_row(name, spec, results, costs[name], costs["full"]) for name, spec, results in rows]
+    if CONTROL not in cost_specs:  # the control of the ratios is measured even when its accuracy is not wanted
+        full_results = rows[0][2]
+        cost_specs[CONTROL] = _cost_spec("linear", cost_specs["full"].backbone, {}, full_results, options, device)
+    log(f"[benchmark] cost: {options.cost_rounds} rounds over {len(cost_specs)} methods, each in fresh processes")
+    costs = _measure_costs(cost_specs, out / "costs.json", options)
+    control = cost_control(costs)
+    table = [_row(name, spec, results, costs.get(name, costs["full"]), costs["full"]) for name, spec, results in rows]
     summary = {
         "protocol": PROTOCOL,
         "command": command,
@@ -205,8 +204,9 @@ def run_benchmark(options: BenchmarkOptions, log=logger.info) -> dict[str, Any]:
         "peak_memory_kind": costs["full"]["peak_memory_kind"],
         "timing_allocator": costs["full"].get("timing_allocator", "the default allocator"),
         "wall_seconds": time.perf_counter() - start,
+        "cost_control": control,
         "rows": table,
-        "targets": check_targets(table),
+        "targets": check_targets(table, control["reliable"]),
     }
     write_json_atomic(out / "benchmark.json", summary)
     plot_accuracy_vs_parameters(table, out / "accuracy_vs_parameters.png")
@@ -234,26 +234,56 @@ def _check_resumable(path: Path, options: BenchmarkOptions, dataset_options: dic
     write_json_atomic(path, settings)
 
 
-def _measure_cost(spec: CostSpec, path: Path, resume: bool) -> dict[str, Any]:
-    """The cost probe of one method, cached next to its run so that `resume` does not measure it again (only when
-    the cached figures were measured with the same spec)."""
-    if resume and path.is_file():
+def _cost_spec(method: str, backbone: str, method_options, results, options: BenchmarkOptions, device: str):
+    return CostSpec(
+        method=method,
+        backbone=backbone,
+        batch=options.cost_batch,
+        num_points=options.num_points,
+        num_labels=len(results["label_names"]),
+        steps=options.cost_steps,
+        device=device,
+        mixed_precision=options.mixed_precision,
+        method_options=method_options,
+        bank_rows=results["train_samples"],
+    )
+
+
+def _measure_costs(specs: dict[str, CostSpec], path: Path, options: BenchmarkOptions) -> dict[str, dict[str, Any]]:
+    """Every method's cost, measured together at the end (`cost.measure_together`), cached in `path` so that a
+    resumed benchmark whose methods and cost settings are all the same does not measure again; any change measures
+    every method again, together."""
+    key = {"rounds": options.cost_rounds, "specs": json.loads(json.dumps({k: asdict(v) for k, v in specs.items()}))}
+    if options.resume and path.is_file():
         cached = json.loads(path.read_text())
-        timed_apart = spec.device != "cpu" or "timing_allocator" in cached  # older caches timed under the mmap fix
-        if cached.get("spec") == json.loads(json.dumps(asdict(spec))) and timed_apart:
-            return cached
-    cost = measure_in_subprocess(spec)
-    write_json_atomic(path, cost)
-    return cost
+        if cached.get("key") == key:
+            return cached["costs"]
+    costs = measure_together(specs, options.cost_rounds)
+    write_json_atomic(path, {"key": key, "costs": costs})
+    return costs
 
 
-def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's targets on the embedded backbone, each with the measured figure and whether it is met."""
+def cost_control(costs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The control of the cost ratios: the linear probe's inference is the same forward as full fine-tuning's, so
+    their ratio must read 1.00x; off by more than `CONTROL_TOLERANCE`, the machine's state changed between the
+    measurements and the time ratios of the run are not results."""
+    ratio = costs[CONTROL]["inference_seconds"] / costs["full"]["inference_seconds"]
+    return {
+        "what": "linear probe inference / full fine-tuning inference (the same forward: should read 1.00x)",
+        "ratio": ratio,
+        "tolerance": CONTROL_TOLERANCE,
+        "reliable": abs(ratio - 1.0) <= CONTROL_TOLERANCE,
+    }
+
+
+def check_targets(table: list[dict[str, Any]], timing_reliable: bool = True) -> list[dict[str, Any]]:
+    """The issue's targets on the embedded backbone, each with the measured figure and whether it is met (None: not
+    judged, a time ratio of a run whose cost control failed)."""
     by = {row["key"]: row for row in table}
     checks = []
 
-    def add(text: str, value, ok: bool) -> None:
-        checks.append({"target": text, "measured": value, "met": bool(ok)})
+    def add(text: str, value, ok: bool | None) -> None:
+        checks.append({"target": text, "measured": value, "met": None if ok is None else bool(ok)})
 
     if "pointgst" in by and "full" in by:
         gst, full = by["pointgst"], by["full"]
@@ -265,7 +295,10 @@ def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
             f"{100 * share:.2f}%",
             share <= 0.03,
         )
-        add("PointGST step time <= 0.85x full", f"{gst['step_time_ratio']:.2f}x", gst["step_time_ratio"] <= 0.85)
+        if timing_reliable:
+            add("PointGST step time <= 0.85x full", f"{gst['step_time_ratio']:.2f}x", gst["step_time_ratio"] <= 0.85)
+        else:
+            add("PointGST step time <= 0.85x full", "not judged: the cost control failed (see above)", None)
         add("PointGST peak memory <= 0.6x full", f"{gst['peak_memory_ratio']:.2f}x", gst["peak_memory_ratio"] <= 0.6)
     if "linear" in by:
         for key in ("lora", "pointgst", "point-prompt", "any2point"):
@@ -298,7 +331,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
         f"({summary['threads']} threads); wall time {summary['wall_seconds'] / 60:.1f} min.  ",
         f"Protocol: **{summary['protocol']}** test accuracy; the best epoch on a validation split carved from the "
         "training data (10%) is reported beside it, never chosen on the test split.  ",
-        f"Cost columns: cost probe at batch {o['cost_batch']} on the same backbone, each method in its own processes, "
+        f"Cost columns: cost probe at batch {o['cost_batch']} on the same backbone, measured after every run, "
+        f"{o.get('cost_rounds', 1)} rounds over all methods round-robin, each probe in a fresh process (medians); "
         f"ratios to full fine-tuning of the same run; times with {summary['timing_allocator']}; peak memory = "
         f"{summary['peak_memory_kind']} ('<=' marks an upper bound: loading the model peaked higher than training).",
         "",
@@ -306,19 +340,37 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "saved size | step time | peak memory | inference |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    control = summary.get("cost_control")
+    reliable = control is None or control["reliable"]
     for r in summary["rows"]:
+        spread = r.get("step_seconds_rounds") or [r["step_seconds"]]
+        seconds = f"{r['step_seconds']:.2f} s, {min(spread):.2f}-{max(spread):.2f}"
+        step = f"{r['step_time_ratio']:.2f}x ({seconds})" if reliable else "unreliable"
+        inference = f"{r['inference_ratio']:.2f}x" if reliable else "unreliable"
         lines.append(
             f"| {r['label']} | {r['backbone']} | {100 * r['final_epoch_test_accuracy']:.2f}% | "
             f"{r['best_validation_epoch']} -> {100 * r['test_accuracy_at_best_validation_epoch']:.2f}% | "
             f"{r['trainable_parameters']:,} ({100 * r['trainable_parameters'] / r['total_parameters']:.2f}%) | "
-            f"{_size(r['saved_bytes'])} | {r['step_time_ratio']:.2f}x ({r['step_seconds']:.2f} s) | "
+            f"{_size(r['saved_bytes'])} | {step} | "
             f"{r['peak_memory_ratio']:.2f}x ({'<= ' if not r.get('peak_memory_exact', True) else ''}"
-            f"{r['peak_memory_bytes'] / 2**20:.0f} MiB) | "
-            f"{r['inference_ratio']:.2f}x |"
+            f"{r['peak_memory_bytes'] / 2**20:.0f} MiB) | {inference} |"
         )
+    if control is not None:
+        verdict = (
+            "within tolerance: the time ratios above compare like with like"
+            if reliable
+            else "**off: the machine's state changed between the measurements, so the time ratios of this run are "
+            "unreliable and not shown** (measure again on an idle machine)"
+        )
+        lines += [
+            "",
+            f"Cost control: {control['what']} read {control['ratio']:.2f}x (tolerance "
+            f"{100 * control['tolerance']:.0f}%), {verdict}.",
+        ]
     lines += ["", "Targets:", ""]
     for t in summary["targets"]:
-        lines.append(f"- {'met' if t['met'] else '**missed**'}: {t['target']} (measured {t['measured']})")
+        state = "not judged" if t["met"] is None else "met" if t["met"] else "**missed**"
+        lines.append(f"- {state}: {t['target']} (measured {t['measured']})")
     lines += ["", "![accuracy against trainable parameters](accuracy_vs_parameters.png)", ""]
     return "\n".join(lines)
 

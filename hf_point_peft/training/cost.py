@@ -293,14 +293,43 @@ def measure_in_subprocess(
     default allocator, peak memory from a second one (warm-up + one step, no inference) with the mmap threshold
     fixed (see the module docstring); on CUDA one process gives both. `max_memory_bytes` caps each child's address
     space (CPU runs on shared machines; the cap counts virtual memory, so leave some headroom)."""
-    if spec.device != "cpu":
-        return _run_child(spec, dict(os.environ), timeout, max_memory_bytes, memory_only=False)
+    return measure_together({spec.method: spec}, 1, timeout, max_memory_bytes)[spec.method]
+
+
+def measure_together(
+    specs: dict[str, CostSpec], rounds: int = 3, timeout: float | None = None, max_memory_bytes: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """The costs of several methods measured together, so that their ratios compare calls made under one machine
+    state: `rounds` rounds, each running every method's timing probe once, round-robin, each in a fresh process;
+    step and inference times are the medians over the rounds (`*_rounds` keeps every round's figure). Peak memory
+    does not depend on the machine's load: one probe per method (on CPU in its own process, see
+    `measure_in_subprocess`)."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
     timing_env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
-    result = _run_child(spec, timing_env, timeout, max_memory_bytes, memory_only=False)
+    timings: dict[str, list[dict[str, Any]]] = {name: [] for name in specs}
+    for _ in range(rounds):
+        for name, spec in specs.items():
+            env = timing_env if spec.device == "cpu" else dict(os.environ)
+            timings[name].append(_run_child(spec, env, timeout, max_memory_bytes, memory_only=False))
+    return {name: _combine(spec, timings[name], timeout, max_memory_bytes) for name, spec in specs.items()}
+
+
+def _combine(spec: CostSpec, runs: list[dict[str, Any]], timeout, max_memory_bytes) -> dict[str, Any]:
+    """One method's rounds as one result (medians of the times, every round kept), with its peak memory."""
+    result = dict(runs[0])
+    if len(runs) > 1:
+        for key in ("step_seconds", "inference_seconds", "context_build_seconds"):
+            result[f"{key}_rounds"] = [r[key] for r in runs]
+            result[key] = statistics.median(result[f"{key}_rounds"])
+        step = result["step_seconds"]
+        result["context_build_share"] = result["context_build_seconds"] / step if step else 0.0
+    result["rounds"] = len(runs)
+    if spec.device != "cpu":
+        return result
     memory_env = dict(os.environ)
     memory_env.setdefault("MALLOC_MMAP_THRESHOLD_", str(64 * 1024))
-    memory_spec = replace(spec, steps=1)
-    memory = _run_child(memory_spec, memory_env, timeout, max_memory_bytes, memory_only=True)
+    memory = _run_child(replace(spec, steps=1), memory_env, timeout, max_memory_bytes, memory_only=True)
     for key in ("peak_memory_bytes", "peak_memory_exact", "peak_memory_kind"):
         result[key] = memory[key]
     result["timing_allocator"], result["memory_allocator"] = result.pop("allocator"), memory["allocator"]
