@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import textwrap
+from dataclasses import MISSING, dataclass, field, fields
 
 from peft import PeftConfig
 
 from .artefact import AdapterArtefact
 
-__all__ = ["PointPeftConfig"]
+__all__ = ["PointPeftConfig", "document_fields"]
+
+
+def document_fields(cls):
+    """Class decorator (above `@dataclass`): append an `Args:` section, peft's docstring style, made from the
+    fields' `help` metadata, so that `help(PointGSTConfig)` lists every setting and the text lives in one place.
+    peft's own `PeftConfig` fields are left to peft's documentation."""
+    own = {f.name for f in fields(PeftConfig)}
+    lines = ["", "Args:"]
+    for f in fields(cls):
+        text = f.metadata.get("help")
+        if f.name in own or not text:
+            continue
+        default = "" if f.default is MISSING else f", defaults to `{f.default!r}`"
+        entry = f"{f.name} (`{f.type}`{default}): {text}"
+        lines += textwrap.wrap(entry, 116, initial_indent="    ", subsequent_indent="        ")
+    cls.__doc__ = (cls.__doc__ or cls.__name__).rstrip() + "\n" + "\n".join(lines) + "\n"
+    return cls
 
 
 @dataclass

@@ -8,6 +8,7 @@ from peft import PeftConfig
 
 from ...registry import add_peft_type
 from ..artefact import AdapterArtefact
+from ..config import document_fields
 
 __all__ = ["PAPER_PRESETS", "Any2PointConfig"]
 
@@ -88,6 +89,7 @@ PAPER_PRESETS = {
 }
 
 
+@document_fields
 @dataclass
 class Any2PointConfig(AdapterArtefact, PeftConfig):
     """Any2Point: a trainable 3D tokenizer feeds a frozen source encoder (CLIP text, BERT, RoBERTa, DINOv2, AST,

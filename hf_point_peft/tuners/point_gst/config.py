@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...registry import add_peft_type
-from ..config import PointPeftConfig
+from ..config import PointPeftConfig, document_fields
 
 __all__ = ["PointGSTConfig"]
 
@@ -33,6 +33,7 @@ class GraphSettings:
     degenerate_eps: float
 
 
+@document_fields
 @dataclass
 class PointGSTConfig(PointPeftConfig):
     """Configuration of PointGST: a spectral adapter (PCSA) parallel to every block's FFN, driven by graph Fourier

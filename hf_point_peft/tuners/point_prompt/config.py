@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...registry import add_peft_type
-from ..config import PointPeftConfig
+from ..config import PointPeftConfig, document_fields
 
 __all__ = ["PointPromptConfig"]
 
 
+@document_fields
 @dataclass
 class PointPromptConfig(PointPeftConfig):
     """Configuration of Point-PEFT: in the first `prompt_layers` blocks, `num_prompt_tokens` prompt tokens enriched by
