@@ -58,22 +58,48 @@ def build_model_card(job, results: dict[str, Any], is_peft: bool, repo_id: str |
     from .training.backbones import EMBEDDED_BACKBONE, resolve_backbone
 
     args = job.training
-    dataset_name = _DATASET_NAMES.get(job.dataset, job.dataset)
     pretrained = job.backbone != "scratch"
-    source, _ = resolve_backbone(job.backbone)
-    backbone_source = portable_base_name(source)  # never a path of this machine (naming.py)
-    base_model = backbone_source
-    if not pretrained:
-        base_model = f"{EMBEDDED_BACKBONE} architecture, random initialisation"
+    backbone_source = portable_base_name(resolve_backbone(job.backbone)[0])  # never a path of this machine
+    base_model = backbone_source if pretrained else f"{EMBEDDED_BACKBONE} architecture, random initialisation"
     model_name = repo_id or f"{job.method}-{job.dataset}"
+    trainable, total = results.get("trainable_parameters"), results.get("total_parameters")
+    fields = {
+        "model_name": model_name,
+        "summary": f"A {'PEFT adapter' if is_peft else 'fine-tuned model'} for point-cloud classification "
+        f"({len(results.get('label_names') or [])} classes) trained with hf_point_peft.",
+        "method_description": METHOD_DESCRIPTIONS.get(job.method, job.method),
+        "base_model_text": f"`{base_model}`"
+        + (f" (`{backbone_source}`)" if pretrained and base_model != backbone_source else ""),
+        # the data folder by its name only: a card never records a path of the machine that wrote it
+        "dataset_text": _DATASET_NAMES.get(job.dataset, job.dataset)
+        + (f" (read from a folder `{Path(job.data_path).name}`)" if job.data_path else ""),
+        "trainable": f"{trainable:,}" if trainable else "n/a",
+        "total": f"{total:,}" if total else "n/a",
+        "trainable_percent": _pct(trainable / total) if trainable and total else "n/a",
+        "adapter_size": _size(results.get("saved_bytes")),
+        "peft_version": peft.__version__,
+        "base_repr": repr(str(backbone_source)) if pretrained else "'<the base folder>'",
+        "repo_repr": repr(repo_id or "path/to/this/adapter"),
+        "num_labels": len(results.get("label_names") or []) or "NUM_LABELS",
+        "command": job.command or "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "settings_rows": "\n".join(f"| {k} | {v} |" for k, v in _run_settings(job).items()),
+        "wall_time": _training_time(results),
+        **_result_fields(args, results),
+    }
+    card_data = _card_data(job, results, is_peft, model_name, base_model if pretrained else None)
+    return ModelCard.from_template(card_data, template_str=_template(), **fields)
+
+
+def _card_data(job, results: dict[str, Any], is_peft: bool, model_name: str, base_model: str | None):
+    """The card's metadata: library, base model, tags and the model-index entry of the test accuracy."""
     tags = ["point-cloud", "3d", "hf_point_peft", job.method]
     if is_peft:
         tags.append(_PEFT_TYPES.get(job.method, job.method))
-    card_data = ModelCardData(
+    return ModelCardData(
         model_name=model_name,
         library_name="peft" if is_peft else "transformers",
         license="apache-2.0",
-        base_model=base_model if pretrained else None,
+        base_model=base_model,
         tags=tags,
         datasets=[job.dataset],
         metrics=["accuracy"],
@@ -82,7 +108,7 @@ def build_model_card(job, results: dict[str, Any], is_peft: bool, repo_id: str |
                 task_type="object-classification",
                 task_name="Point cloud classification",
                 dataset_type=job.dataset,
-                dataset_name=dataset_name,
+                dataset_name=_DATASET_NAMES.get(job.dataset, job.dataset),
                 dataset_split="test",
                 metric_type="accuracy",
                 metric_name=f"Accuracy ({results['protocol']})",
@@ -90,7 +116,12 @@ def build_model_card(job, results: dict[str, Any], is_peft: bool, repo_id: str |
             )
         ],
     )
-    settings = {
+
+
+def _run_settings(job) -> dict[str, Any]:
+    """The settings table of a run's card."""
+    args = job.training
+    return {
         "epochs": args.epochs,
         "global batch size": args.batch_size,
         "learning rate / min": f"{args.learning_rate} / {args.min_learning_rate} (cosine, {args.warmup_epochs} warm-up epochs)",
@@ -103,21 +134,11 @@ def build_model_card(job, results: dict[str, Any], is_peft: bool, repo_id: str |
         "method options": job.method_options or "defaults",
         "recipe": getattr(job, "recipe", None) or "none",
     }
-    trainable, total = results.get("trainable_parameters"), results.get("total_parameters")
-    command = job.command or "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    fields = {
-        "model_name": model_name,
-        "summary": f"A {'PEFT adapter' if is_peft else 'fine-tuned model'} for point-cloud classification "
-        f"({len(results.get('label_names') or [])} classes) trained with hf_point_peft.",
-        "method_description": METHOD_DESCRIPTIONS.get(job.method, job.method),
-        "base_model_text": f"`{base_model}`"
-        + (f" (`{backbone_source}`)" if pretrained and base_model != backbone_source else ""),
-        "dataset_text": f"{dataset_name}" + (f" (read from `{job.data_path}`)" if job.data_path else ""),
-        "trainable": f"{trainable:,}" if trainable else "n/a",
-        "total": f"{total:,}" if total else "n/a",
-        "trainable_percent": _pct(trainable / total) if trainable and total else "n/a",
-        "adapter_size": _size(results.get("saved_bytes")),
-        "peft_version": peft.__version__,
+
+
+def _result_fields(args, results: dict[str, Any]) -> dict[str, Any]:
+    """The card's results section: protocol, validation split and the figures."""
+    return {
         "protocol": results["protocol"],
         "final_epoch_text": f"final (epoch {results['final_epoch']})",
         "num_points": args.num_points,
@@ -130,14 +151,7 @@ def build_model_card(job, results: dict[str, Any], is_peft: bool, repo_id: str |
         "best_validation_epoch": results["best_validation_epoch"],
         "best_validation_accuracy": _pct(results["best_validation_accuracy"]),
         "test_at_best": _pct(results["test_accuracy_at_best_validation_epoch"]),
-        "base_repr": repr(str(backbone_source)) if pretrained else "'<the base folder>'",
-        "repo_repr": repr(repo_id or "path/to/this/adapter"),
-        "num_labels": len(results.get("label_names") or []) or "NUM_LABELS",
-        "command": command,
-        "settings_rows": "\n".join(f"| {k} | {v} |" for k, v in settings.items()),
-        "wall_time": _training_time(results),
     }
-    return ModelCard.from_template(card_data, template_str=_template(), **fields)
 
 
 def write_model_card(folder: str | os.PathLike, job, results: dict[str, Any], is_peft: bool, repo_id=None) -> Path:

@@ -14,9 +14,10 @@ records:
 - the evaluation-mode logits after one SGD step (alone, and in a mixed-adapter batch for the point backbones), and
   the saved adapter (`get_peft_model_state_dict`);
 
-one whole `run_finetune` of PointGST on a tiny backbone and a small synthetic split (2 epochs: data order,
-augmentation, schedule, checkpointing): every epoch's losses and accuracies and the saved adapter's tensors; and one
-whole `run_pretrain` (masked modeling, 2 epochs): every epoch's loss and the saved encoder's tensors.
+plus whole `run_finetune` runs of PointGST, full fine-tuning and the linear probe on a tiny backbone and a small
+synthetic split (2 epochs: data order, augmentation, schedule, checkpointing; every epoch's losses and accuracies
+and the saved adapter's or model's tensors), and a whole `run_pretrain` (masked modeling, 2 epochs: every epoch's
+loss and the saved encoder's tensors).
 
 Exit status 0 when everything is bit-identical, 1 otherwise (each difference is listed).
 """
@@ -144,7 +145,8 @@ def fingerprint(out: Path) -> None:
 
 
 def _finetune_run(record: dict, folder: Path) -> None:
-    """A whole fine-tuning run through the library's job API (the loop, its seeding and its checkpoints)."""
+    """Whole fine-tuning runs through the library's job API (the loop, its seeding and its checkpoints): PointGST
+    (the saved adapter) and full fine-tuning and the linear probe (the saved model)."""
     import torch
     from safetensors.torch import load_file
 
@@ -153,32 +155,37 @@ def _finetune_run(record: dict, folder: Path) -> None:
     from hf_point_peft.training.loop import TrainingArguments
 
     torch.manual_seed(0)
-    tiny = TINY
-    PointTransformerModel(PointTransformerConfig(**tiny)).save_pretrained(folder / "backbone")
-    training = TrainingArguments(
-        output_dir=str(folder / "run"),
-        epochs=2,
-        batch_size=8,
-        eval_batch_size=16,
-        num_points=128,
-        warmup_epochs=0.5,
-        learning_rate=3e-3,
-        progress=False,
-    )
-    job = FinetuneJob(
-        method="pointgst",
-        backbone=str(folder / "backbone"),
-        dataset="synthetic",
-        dataset_options={"train_per_class": 4, "test_per_class": 2, "num_points": 160},
-        method_options={"rank": 4, "local_size": 8},
-        training=training,
-    )
-    results = run_finetune(job, log=lambda *_: None)
-    for epoch in results["history"]:
-        for key in ("train_loss", "validation_accuracy", "test_accuracy", "test_loss", "learning_rate"):
-            record[f"finetune/epoch{epoch['epoch']}/{key}"] = torch.tensor(epoch[key], dtype=torch.float64)
-    for key, value in load_file(folder / "run" / "adapter" / "adapter_model.safetensors").items():
-        record[f"finetune/adapter/{key}"] = value
+    PointTransformerModel(PointTransformerConfig(**TINY)).save_pretrained(folder / "backbone")
+    options = {"pointgst": {"rank": 4, "local_size": 8}, "full": {}, "linear": {}}
+    for method, method_options in options.items():
+        training = TrainingArguments(
+            output_dir=str(folder / f"run-{method}"),
+            epochs=2,
+            batch_size=8,
+            eval_batch_size=16,
+            num_points=128,
+            warmup_epochs=0.5,
+            learning_rate=3e-3,
+            progress=False,
+        )
+        job = FinetuneJob(
+            method=method,
+            backbone=str(folder / "backbone"),
+            dataset="synthetic",
+            dataset_options={"train_per_class": 4, "test_per_class": 2, "num_points": 160},
+            method_options=method_options,
+            training=training,
+        )
+        results = run_finetune(job, log=lambda *_: None)
+        prefix = "finetune" if method == "pointgst" else f"finetune-{method}"  # the first names of earlier runs
+        for epoch in results["history"]:
+            for key in ("train_loss", "validation_accuracy", "test_accuracy", "test_loss", "learning_rate"):
+                record[f"{prefix}/epoch{epoch['epoch']}/{key}"] = torch.tensor(epoch[key], dtype=torch.float64)
+        saved = folder / f"run-{method}" / ("adapter/adapter_model.safetensors" if method == "pointgst" else "")
+        if method != "pointgst":
+            saved = next((folder / f"run-{method}" / "model").glob("*.safetensors"))
+        for key, value in load_file(saved).items():
+            record[f"{prefix}/saved/{key}"] = value
 
 
 def _pretrain_run(record: dict, folder: Path) -> None:
