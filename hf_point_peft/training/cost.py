@@ -159,29 +159,9 @@ def _tensor_bytes(module: torch.nn.Module) -> int:
 def measure_cost(spec: CostSpec, baseline_rss: int | None = None, inference: bool = True) -> dict[str, Any]:
     """Measure in this process (use `measure_in_subprocess` for a clean peak-memory figure). `inference=False` skips
     the inference timing (`inference_seconds` is then None)."""
-    from ..models import PointTransformerConfig, PointTransformerForClassification
-    from .backbones import load_classifier, load_source
-    from .methods import SOURCE_METHODS, prepare_model
-
     device = torch.device(spec.device)
     torch.manual_seed(spec.seed)
-    options = dict(spec.method_options)
-    method = FULL_VARIANTS.get(spec.method, spec.method)
-    if method in SOURCE_METHODS:
-        if spec.source_config is not None:
-            base = build_source(spec.source_config)
-        else:
-            base = load_source(spec.backbone or "minilm")
-        options["num_labels"] = spec.num_labels
-    elif spec.source_config is not None:
-        raise ValueError(f"source_config is for source methods {SOURCE_METHODS}, not {spec.method!r}")
-    elif spec.backbone is not None:
-        base = load_classifier(spec.backbone, spec.num_labels, **spec.model_config)
-    else:
-        config = PointTransformerConfig(
-            num_labels=spec.num_labels, num_groups=spec.num_groups, num_points=spec.num_points, **spec.model_config
-        )
-        base = PointTransformerForClassification(config)
+    base, options = _base_model(spec)
     # CPU baseline: the resident size once the base model exists, minus its weights. Building the model pulls in the
     # rest of transformers / peft / the source package lazily (hundreds of MiB for every method alike), which a
     # baseline taken right after the imports would count as the method's memory.
@@ -189,16 +169,8 @@ def measure_cost(spec: CostSpec, baseline_rss: int | None = None, inference: boo
         baseline_rss = _rss_bytes() - _tensor_bytes(base)
     reset = _reset_peak_rss()  # loading's own transient peak is not the method's
     peak_before = _peak_rss()
-    width = base.config.hidden_size
-    model = prepare_model(method, base, **options).to(device)
-    if spec.method in FULL_VARIANTS:
-        model.requires_grad_(True)
-    if method == "point-prompt" and model.peft_config["default"].use_memory_bank:
-        # the bank's content does not change the cost; its size does
-        model.base_model.point_prompt_bank["default"] = torch.randn(spec.bank_rows, width, device=device)
-        model.peft_config["default"].bank_size = spec.bank_rows
+    model = _prepared_model(spec, base, options, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
     gen = torch.Generator().manual_seed(spec.seed)
     batches = [
         (
@@ -210,6 +182,86 @@ def measure_cost(spec: CostSpec, baseline_rss: int | None = None, inference: boo
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.mixed_precision == "bf16")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    step_times, build_times = _timed_steps(spec, model, params, batches, autocast, device)
+    exact = True
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        peak_rss = _peak_rss()
+        # without a reset, a loading peak higher than training's makes the figure an upper bound only
+        exact = reset or peak_rss > peak_before
+        peak = peak_rss - baseline_rss
+    inference_times = _timed_inference(spec, model, batches[0][0], autocast, device) if inference else []
+    step = statistics.median(step_times)
+    allocator = f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'default')}"
+    return {
+        "spec": asdict(spec),
+        "trainable_parameters": sum(p.numel() for p in params),
+        "parameters_with_gradients": sum(p.numel() for p in params if p.grad is not None),  # the last step's
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+        "step_seconds": step,
+        "step_seconds_all": step_times,
+        "context_build_seconds": statistics.median(build_times),
+        "context_build_share": statistics.median(build_times) / step if step else 0.0,
+        "peak_memory_bytes": int(peak),
+        "peak_memory_exact": exact,
+        "peak_memory_kind": "cuda max_memory_allocated"
+        if device.type == "cuda"
+        else f"peak RSS minus (RSS with the base model built, minus its weights), {allocator}",
+        "inference_seconds": statistics.median(inference_times) if inference_times else None,
+        "allocator": allocator,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _base_model(spec: CostSpec) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The base model of `spec` (a point classifier, or a source encoder for the source methods) and the method
+    options to prepare it with."""
+    from ..models import PointTransformerConfig, PointTransformerForClassification
+    from .backbones import load_classifier, load_source
+    from .methods import SOURCE_METHODS
+
+    options = dict(spec.method_options)
+    method = FULL_VARIANTS.get(spec.method, spec.method)
+    if method in SOURCE_METHODS:
+        base = (
+            build_source(spec.source_config)
+            if spec.source_config is not None
+            else load_source(spec.backbone or "minilm")
+        )
+        options["num_labels"] = spec.num_labels
+        return base, options
+    if spec.source_config is not None:
+        raise ValueError(f"source_config is for source methods {SOURCE_METHODS}, not {spec.method!r}")
+    if spec.backbone is not None:
+        return load_classifier(spec.backbone, spec.num_labels, **spec.model_config), options
+    config = PointTransformerConfig(
+        num_labels=spec.num_labels, num_groups=spec.num_groups, num_points=spec.num_points, **spec.model_config
+    )
+    return PointTransformerForClassification(config), options
+
+
+def _prepared_model(spec: CostSpec, base, options: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    """`base` set up for the method (every parameter trainable for the full variants; Point-PEFT with a memory bank
+    of `bank_rows` rows: its content does not change the cost, its size does)."""
+    from .methods import prepare_model
+
+    method = FULL_VARIANTS.get(spec.method, spec.method)
+    width = base.config.hidden_size
+    model = prepare_model(method, base, **options).to(device)
+    if spec.method in FULL_VARIANTS:
+        model.requires_grad_(True)
+    if method == "point-prompt" and model.peft_config["default"].use_memory_bank:
+        model.base_model.point_prompt_bank["default"] = torch.randn(spec.bank_rows, width, device=device)
+        model.peft_config["default"].bank_size = spec.bank_rows
+    return model
+
+
+def _timed_steps(spec: CostSpec, model, params, batches, autocast, device) -> tuple[list[float], list[float]]:
+    """Warm-up, then `spec.steps` timed AdamW steps (forward, backward, clipping, step): each step's seconds and the
+    seconds of its geometry builds."""
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
     step_times, build_times = [], []
     model.train()
     for step in range(spec.warmup + spec.steps):
@@ -226,49 +278,23 @@ def measure_cost(spec: CostSpec, baseline_rss: int | None = None, inference: boo
         if step >= spec.warmup:
             step_times.append(time.perf_counter() - start)
             build_times.append(build_seconds[0])
-    exact = True
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device)
-    else:
-        peak_rss = _peak_rss()
-        # without a reset, a loading peak higher than training's makes the figure an upper bound only
-        exact = reset or peak_rss > peak_before
-        peak = peak_rss - baseline_rss
+    return step_times, build_times
+
+
+def _timed_inference(spec: CostSpec, model, x: torch.Tensor, autocast, device) -> list[float]:
+    """One untimed inference, then `spec.inference_repeats` timed ones (eval mode, no grad)."""
     model.eval()
-    inference_times = []
+    times = []
     with torch.no_grad(), autocast:
-        x = batches[0][0].to(device)
-        if inference:
-            model(points=x)
-        for _ in range(spec.inference_repeats if inference else 0):
+        x = x.to(device)
+        model(points=x)
+        for _ in range(spec.inference_repeats):
             _sync(device)
             start = time.perf_counter()
             model(points=x)
             _sync(device)
-            inference_times.append(time.perf_counter() - start)
-    trainable = sum(p.numel() for p in params)
-    with_grad = sum(p.numel() for p in params if p.grad is not None)  # the last step's gradients
-    step = statistics.median(step_times)
-    allocator = f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'default')}"
-    return {
-        "spec": asdict(spec),
-        "trainable_parameters": trainable,
-        "parameters_with_gradients": with_grad,
-        "total_parameters": sum(p.numel() for p in model.parameters()),
-        "step_seconds": step,
-        "step_seconds_all": step_times,
-        "context_build_seconds": statistics.median(build_times),
-        "context_build_share": statistics.median(build_times) / step if step else 0.0,
-        "peak_memory_bytes": int(peak),
-        "peak_memory_exact": exact,
-        "peak_memory_kind": "cuda max_memory_allocated"
-        if device.type == "cuda"
-        else f"peak RSS minus (RSS with the base model built, minus its weights), {allocator}",
-        "inference_seconds": statistics.median(inference_times) if inference_times else None,
-        "allocator": allocator,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(),
-    }
+            times.append(time.perf_counter() - start)
+    return times
 
 
 # what a failed allocation looks like in a probe's stderr (Python, PyTorch's CPU allocator, C++)
