@@ -130,6 +130,40 @@ def _row(name: str, spec: MethodRun, results: dict[str, Any], cost: dict[str, An
     }
 
 
+def _backbone(spec: MethodRun, options: BenchmarkOptions) -> str:
+    """The backbone a method row runs on: the benchmark's, or the row's own (MiniLM, scratch)."""
+    if spec.backbone == "scratch":
+        return "scratch" if options.backbone == "embedded" else options.backbone
+    return options.backbone if spec.backbone == "embedded" else spec.backbone
+
+
+def _job(name, spec: MethodRun, backbone: str, options: BenchmarkOptions, dataset_options, out: Path, command: str):
+    """The fine-tuning job of one method row: the same data, split, seed and budget for every row."""
+    training = TrainingArguments(
+        output_dir=str(out / "runs" / name),
+        epochs=spec.epochs or options.epochs,
+        batch_size=options.batch_size,
+        learning_rate=spec.learning_rate or 5e-4,
+        num_points=options.num_points,
+        seed=options.seed,
+        mixed_precision=options.mixed_precision,
+        cpu=options.cpu,
+        progress=options.progress,
+        resume=options.resume,
+        overwrite_output_dir=not options.resume,  # the benchmark's own run folders
+    )
+    return FinetuneJob(
+        method=spec.method,
+        backbone=backbone,
+        dataset=options.dataset,
+        data_path=options.data_path,
+        dataset_options=dataset_options,
+        method_options=spec.method_options,
+        training=training,
+        command=command,
+    )
+
+
 def run_benchmark(options: BenchmarkOptions, log=logger.info) -> dict[str, Any]:
     out = Path(options.output_dir)
     unknown = [m for m in options.methods if m not in BENCHMARK_METHODS]
@@ -152,34 +186,9 @@ def run_benchmark(options: BenchmarkOptions, log=logger.info) -> dict[str, Any]:
         # other methods) rewrites the folder's settings file but leaves this run, which resume must not reuse
         (out / "runs" / name).mkdir(parents=True, exist_ok=True)
         _check_resumable(out / "runs" / name / "benchmark_options.json", options, dataset_options)
-        backbone = options.backbone if spec.backbone in ("embedded",) else spec.backbone
-        if spec.backbone == "scratch":
-            backbone = "scratch" if options.backbone == "embedded" else options.backbone
-        training = TrainingArguments(
-            output_dir=str(out / "runs" / name),
-            epochs=spec.epochs or options.epochs,
-            batch_size=options.batch_size,
-            learning_rate=spec.learning_rate or 5e-4,
-            num_points=options.num_points,
-            seed=options.seed,
-            mixed_precision=options.mixed_precision,
-            cpu=options.cpu,
-            progress=options.progress,
-            resume=options.resume,
-            overwrite_output_dir=not options.resume,  # the benchmark's own run folders
-        )
-        job = FinetuneJob(
-            method=spec.method,
-            backbone=backbone,
-            dataset=options.dataset,
-            data_path=options.data_path,
-            dataset_options=dataset_options,
-            method_options=spec.method_options,
-            training=training,
-            command=command,
-        )
-        log(f"[benchmark] {spec.label}: training {training.epochs} epochs")
-        results = run_finetune(job, log=lambda *a: None)
+        backbone = _backbone(spec, options)
+        log(f"[benchmark] {spec.label}: training {spec.epochs or options.epochs} epochs")
+        results = run_finetune(_job(name, spec, backbone, options, dataset_options, out, command), log=lambda *a: None)
         if backbone != "scratch":  # scratch: the architecture and method of full fine-tuning, so its cost
             cost_specs[name] = _cost_spec(spec.method, backbone, spec.method_options, results, options, device)
         rows.append((name, spec, results))
