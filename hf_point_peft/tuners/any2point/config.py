@@ -89,6 +89,29 @@ PAPER_PRESETS = {
 }
 
 
+# one-line rules of single fields: name -> (test of a set value, what it must be)
+_RULES = {
+    "num_views": (lambda v: 1 <= v <= 6, "in 1..6"),
+    "coef": (lambda v: v >= 0, ">= 0"),
+    "adapter_rank": (lambda v: v > 0, "positive"),
+    "cell_size": (lambda v: v > 0, "> 0"),
+    "voxel_size": (lambda v: v > 0, "> 0"),
+    "final_norm_eps": (lambda v: v > 0, "> 0"),
+    "view_translation": (lambda v: v < 0, "< 0"),
+    "knn_k": (lambda v: 1 <= v <= 256, "in 1..256"),
+    "adapter_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "head_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+}
+# fields whose None means "the source recipe's / the paper's value", set at injection
+_UNSET_FROM_RECIPE = ("coef", "adapter_rank", "cell_size", "final_norm_eps", "view_translation")
+_CHOICES = {
+    "pooling": ("mean", "max_mean"),
+    "pe_injection": ("input", "every_block", None),
+    "tokenizer_norm": ("group_max", "std"),
+    "audio_grid_layout": ("mel_time", "official_19x12"),
+}
+
+
 @document_fields
 @dataclass
 class Any2PointConfig(AdapterArtefact, PeftConfig):
@@ -157,44 +180,24 @@ class Any2PointConfig(AdapterArtefact, PeftConfig):
             raise ValueError(f"task_type must be None for Any2PointConfig, got {self.task_type!r}")
         if not isinstance(self.num_labels, int) or isinstance(self.num_labels, bool) or self.num_labels < 2:
             raise ValueError(f"Any2PointConfig.num_labels must be an integer >= 2, got {self.num_labels!r}")
-        if not 1 <= self.num_views <= 6:
-            raise ValueError(f"Any2PointConfig.num_views must be in 1..6, got {self.num_views!r}")
-        if self.coef is not None and self.coef < 0:
-            raise ValueError(f"Any2PointConfig.coef must be >= 0, got {self.coef!r}")
-        if self.adapter_rank is not None and self.adapter_rank <= 0:
-            raise ValueError(f"Any2PointConfig.adapter_rank must be positive, got {self.adapter_rank!r}")
+        for name, (test, what) in _RULES.items():
+            value = getattr(self, name)
+            if value is None and name in _UNSET_FROM_RECIPE:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not test(value):
+                raise ValueError(f"Any2PointConfig.{name} must be {what}, got {value!r}")
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"Any2PointConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.local_attn_dim <= 0 or self.local_attn_heads <= 0 or self.local_attn_dim % self.local_attn_heads:
             raise ValueError(
                 f"Any2PointConfig.local_attn_heads ({self.local_attn_heads}) must divide local_attn_dim "
                 f"({self.local_attn_dim})"
             )
-        if self.cell_size is not None and not self.cell_size > 0:
-            raise ValueError(f"Any2PointConfig.cell_size must be > 0, got {self.cell_size!r}")
-        if not self.voxel_size > 0:
-            raise ValueError(f"Any2PointConfig.voxel_size must be > 0, got {self.voxel_size!r}")
-        choices = {
-            "pooling": ("mean", "max_mean"),
-            "pe_injection": ("input", "every_block", None),
-            "tokenizer_norm": ("group_max", "std"),
-            "audio_grid_layout": ("mel_time", "official_19x12"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"Any2PointConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.final_norm_eps is not None and not self.final_norm_eps > 0:
-            raise ValueError(f"Any2PointConfig.final_norm_eps must be > 0, got {self.final_norm_eps!r}")
-        if self.view_translation is not None and not self.view_translation < 0:
-            raise ValueError(f"Any2PointConfig.view_translation must be < 0, got {self.view_translation!r}")
         line = tuple(float(v) for v in self.line_direction)
         if len(line) != 3 or all(v == 0 for v in line):
             raise ValueError(f"Any2PointConfig.line_direction must be 3 non-zero floats, got {self.line_direction!r}")
         self.line_direction = list(line)
-        if not 1 <= self.knn_k <= 256:
-            raise ValueError(f"Any2PointConfig.knn_k must be in 1..256, got {self.knn_k!r}")
-        if not 0 <= self.adapter_dropout < 1 or not 0 <= self.head_dropout < 1:
-            raise ValueError(
-                f"dropouts must be in [0, 1): adapter_dropout={self.adapter_dropout!r}, head_dropout={self.head_dropout!r}"
-            )
         groups = list(self.tokenizer_groups)
         integers = all(isinstance(g, int) and not isinstance(g, bool) for g in groups)
         if not integers or len(groups) != 3 or any(g <= 0 for g in groups) or groups != sorted(groups, reverse=True):
