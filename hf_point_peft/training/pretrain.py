@@ -105,15 +105,7 @@ def run_pretrain(job: PretrainJob, log=logger.info) -> dict[str, Any]:
     config = PointTransformerConfig(**{"num_points": job.num_points, **job.model_config})
     model = PointTransformerForMaskedModeling(config)
     collator = PointCloudCollator(job.num_points, True, job.augmentation, 1.0, job.seed, channels=config.num_channels)
-    sampler = EpochShuffleSampler(len(data["train"]), job.seed)
-    loader = DataLoader(
-        _indexed(data["train"]), batch_size=job.batch_size, sampler=sampler, collate_fn=collator, drop_last=True
-    )
-    optimizer = build_optimizer(model, job.learning_rate, job.weight_decay)
-    steps = len(loader)
-    scheduler = cosine_with_warmup(
-        optimizer, job.epochs * steps, round(job.warmup_epochs * steps), job.learning_rate, job.min_learning_rate
-    )
+    loader, optimizer, scheduler = _loader_and_schedule(job, model, data["train"], collator)
     _set_sync_batchnorm(model, accelerator.num_processes > 1)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     manifest = _manifest(job, config, model)
@@ -163,6 +155,20 @@ def run_pretrain(job: PretrainJob, log=logger.info) -> dict[str, Any]:
     end_trackers(accelerator)
     accelerator.wait_for_everyone()
     return results
+
+
+def _loader_and_schedule(job: PretrainJob, model, train, collator):
+    """The seeded epoch-shuffled loader, AdamW and its cosine schedule with warm-up (stepped per batch)."""
+    sampler = EpochShuffleSampler(len(train), job.seed)
+    loader = DataLoader(
+        _indexed(train), batch_size=job.batch_size, sampler=sampler, collate_fn=collator, drop_last=True
+    )
+    optimizer = build_optimizer(model, job.learning_rate, job.weight_decay)
+    steps = len(loader)
+    scheduler = cosine_with_warmup(
+        optimizer, job.epochs * steps, round(job.warmup_epochs * steps), job.learning_rate, job.min_learning_rate
+    )
+    return loader, optimizer, scheduler
 
 
 def _manifest(job: PretrainJob, config: PointTransformerConfig, model: torch.nn.Module) -> dict[str, Any]:
