@@ -93,20 +93,7 @@ def run_finetune(job: FinetuneJob, log=logger.info) -> dict[str, Any]:
     data = load_point_dataset(job.dataset, job.data_path, **job.dataset_options)
     names = _label_names(data)
     set_seed(args.seed)  # the new head and the adapters are initialised from the run's seed
-    if job.method in SOURCE_METHODS:
-        model = load_source(job.backbone, log=log)
-        config = model.config
-        model = prepare_model(job.method, model, num_labels=len(names), **job.method_options)
-        needed = model.base_model.any2point_tokenizer[model.active_adapter].min_points
-        if args.num_points < needed:
-            raise SettingError("num_points", args.num_points, f"below what Any2Point's tokenizer needs ({needed})")
-    else:
-        model = load_classifier(job.backbone, len(names), dict(enumerate(names)), log=log, **job.model_options)
-        config = model.config
-        needed = max(config.num_groups, config.group_size)
-        if args.num_points < needed:
-            raise SettingError("num_points", args.num_points, f"below what the backbone's grouping needs ({needed})")
-        model = prepare_model(job.method, model, **job.method_options)
+    model, config = _model(job, names, log)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in (model.get_base_model() if isinstance(model, PeftModel) else model).parameters())
     manifest = _manifest(job, model, len(names))
@@ -145,6 +132,26 @@ def run_finetune(job: FinetuneJob, log=logger.info) -> dict[str, Any]:
         log(f"total time {format_duration(time.perf_counter() - start)} (checks, data, model, training, saving)")
     accelerator.wait_for_everyone()
     return results
+
+
+def _model(job: FinetuneJob, names: list[str], log) -> tuple[torch.nn.Module, Any]:
+    """The job's base model set up for its method, and the base's config; `num_points` is checked against what the
+    backbone's grouping (or Any2Point's tokenizer) needs."""
+    points = job.training.num_points
+    if job.method in SOURCE_METHODS:
+        model = load_source(job.backbone, log=log)
+        config = model.config
+        model = prepare_model(job.method, model, num_labels=len(names), **job.method_options)
+        needed = model.base_model.any2point_tokenizer[model.active_adapter].min_points
+        if points < needed:
+            raise SettingError("num_points", points, f"below what Any2Point's tokenizer needs ({needed})")
+        return model, config
+    model = load_classifier(job.backbone, len(names), dict(enumerate(names)), log=log, **job.model_options)
+    config = model.config
+    needed = max(config.num_groups, config.group_size)
+    if points < needed:
+        raise SettingError("num_points", points, f"below what the backbone's grouping needs ({needed})")
+    return prepare_model(job.method, model, **job.method_options), config
 
 
 def _label_names(data) -> list[str]:
