@@ -19,21 +19,19 @@ import peft
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .naming import portable_base_name
+from .tuners.card import METHOD_DESCRIPTIONS as _BY_PEFT_TYPE
 
 __all__ = ["METHOD_DESCRIPTIONS", "build_backbone_card", "build_model_card", "write_backbone_card", "write_model_card"]
 
+_PEFT_TYPES = {"pointgst": "point_gst", "point-prompt": "point_prompt", "any2point": "any2point", "lora": "lora"}
+
+# the command line's methods; the three of this package are described once, in tuners/card.py (by peft type)
 METHOD_DESCRIPTIONS = {
-    "pointgst": "PointGST: Point Cloud Spectral Adapters parallel to every block's FFN, driven by graph Fourier bases "
-    "of the token centres (arXiv 2410.08114)",
-    "point-prompt": "Point-PEFT: point-prior prompts from a memory bank and geometry-aware adapters (arXiv 2310.03059)",
-    "any2point": "Any2Point: a 3D tokenizer, virtual projections into the source model's position table and "
-    "any-to-3D guided adapters (arXiv 2404.07989)",
+    **{method: _BY_PEFT_TYPE[kind.upper()] for method, kind in _PEFT_TYPES.items() if kind.upper() in _BY_PEFT_TYPE},
     "lora": "LoRA on the attention projections (peft)",
     "full": "full fine-tuning",
     "linear": "linear probe (only the classification head trains)",
 }
-
-_PEFT_TYPES = {"pointgst": "point_gst", "point-prompt": "point_prompt", "any2point": "any2point", "lora": "lora"}
 
 
 _DATASET_NAMES = {"synthetic": "synthetic shapes (hf_point_peft)", "synthetic-hard": "synthetic shapes, hard"}
