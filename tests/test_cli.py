@@ -339,6 +339,26 @@ def test_evaluate_names_what_is_missing(env, tmp_path, fake_hub):
     one_line_error(missing, 2, "evaluate user/adapter: no such repository")
 
 
+def test_an_adapter_saved_from_python_under_its_own_name_evaluates(env, tmp_path, backbone):
+    """What a newcomer does: save an adapter named "chairs" from Python (peft puts it in a subfolder of that name),
+    point evaluate at the parent folder (one line naming the subfolder), then at the subfolder: it has no training
+    metrics, so the head size comes from the adapter config and the run is evaluated."""
+    from peft import get_peft_model
+
+    from hf_point_peft import PointGSTConfig, PointTransformerConfig, PointTransformerForClassification
+
+    base = PointTransformerForClassification(PointTransformerConfig(**TINY, num_labels=15))
+    base.config.name_or_path = str(backbone)
+    model = get_peft_model(base, PointGSTConfig(rank=4, local_size=8), adapter_name="chairs")
+    model.save_pretrained(tmp_path / "saved")
+    one_line_error(point_peft(env, "evaluate", str(tmp_path / "saved")), 2, f"pass {tmp_path / 'saved' / 'chairs'}")
+    args = ["--dataset", "synthetic", "--num-points", "128", "--backbone", str(backbone)]
+    args += [f"--dataset-option={k}={v}" for k, v in tiny.DATA.items()]
+    done = point_peft(env, "evaluate", str(tmp_path / "saved" / "chairs"), *args)
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-3000:]
+    assert done.stdout.startswith("test accuracy ")
+
+
 # --- items 5 and 6: --resume checks every setting; quiet, honest output; trackers ---------------------------------------
 def test_resume_refuses_any_setting_that_changes_the_result(env, tmp_path, backbone):
     from hf_point_peft.training.job import FinetuneJob, run_finetune

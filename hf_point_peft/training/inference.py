@@ -39,9 +39,17 @@ def evaluate_saved(
         raise FileNotFoundError(f"no adapter or model folder at {path}")
     if not (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
         inside = ", ".join(sorted(p.name for p in path.iterdir())[:6]) or "nothing"
+        # peft's save_pretrained puts an adapter not named "default" into a subfolder of that name
+        nested = sorted(p.name for p in path.iterdir() if (p / "adapter_config.json").is_file())
+        hint = (
+            f"pass {' or '.join(str(path / n) for n in nested)} (an adapter saved under a name other than "
+            "'default' lies in a subfolder of that name)"
+            if nested
+            else "pass <output-dir>/adapter or <output-dir>/model of a finetune run"
+        )
         raise FileNotFoundError(
             f"{path} is neither an adapter folder (no adapter_config.json) nor a model folder (no config.json); it "
-            f"holds {inside}: pass <output-dir>/adapter or <output-dir>/model of a finetune run"
+            f"holds {inside}: {hint}"
         )
     meta_file = path / "training_metrics.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}

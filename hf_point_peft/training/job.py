@@ -242,6 +242,8 @@ def load_trained(folder: str | os.PathLike, backbone: str | None = None):
         raise SettingError("backbone", None, f"{folder} records no base model: pass the backbone it was trained on")
     if peft_config.peft_type == "ANY2POINT":
         return PeftModel.from_pretrained(load_source(base_name), folder)
+    # an adapter saved outside finetune (no training metrics) records the class count of the head it trained
+    num_labels = num_labels or getattr(peft_config, "base_num_labels", None)
     if num_labels is None:
         base = AutoModelForPointCloudClassification.from_pretrained(base_name)
     else:
