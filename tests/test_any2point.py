@@ -97,6 +97,8 @@ def test_source_modality_unchanged_and_disabled_points_refused():
     ids = torch.randint(3, 100, (2, 9))
     with torch.no_grad():
         reference = source(input_ids=ids).last_hidden_state
+    layout = [(name, type(module)) for name, module in source.named_modules()]
+    keys = list(source.state_dict())
     model = get_peft_model(source, Any2PointConfig(num_labels=3, **SMALL, init_weights=False))
     model.train()
     model(points=cloud(), labels=torch.tensor([0, 1])).loss.backward()
@@ -109,6 +111,9 @@ def test_source_modality_unchanged_and_disabled_points_refused():
                 model(points=cloud())
     restored = model.unload()
     assert "forward" not in restored.__dict__
+    # the layer wrappers and the attach points inside the layers are gone: the source's own modules and keys
+    assert [(name, type(module)) for name, module in restored.named_modules()] == layout
+    assert list(restored.state_dict()) == keys
     with torch.no_grad():
         assert torch.equal(restored(input_ids=ids).last_hidden_state, reference)
 

@@ -3,6 +3,7 @@ guided branch on the layer output, plus the tuner-level modules (local attention
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -17,6 +18,7 @@ from ..placement import FollowsBase
 from .config import Any2PointConfig
 
 __all__ = [
+    "AttachPoint",
     "Any2PointState",
     "Any2PointLayer",
     "Any2PointLayerWrapper",
@@ -154,20 +156,40 @@ def guidance_weights(views: torch.Tensor, reference: torch.Tensor) -> torch.Tens
     return w / (w.sum(0, keepdim=True) + 1e-6)
 
 
-class _AttachHook:
-    """Forward hook on a layer's attach sub-module: f <- f + s * Up(Drop(QuickGELU(Down(f)))) while the owning
-    wrapper runs an adapted forward (its `running` adapter is set); otherwise it leaves the output alone."""
+class AttachPoint(nn.Module):
+    """A source layer's attach sub-module, wrapped the way LoRA wraps a Linear. While its owning
+    `Any2PointLayerWrapper` runs an adapted forward, the owner hands it that adapter's bottleneck (`adapting`) and
+    the output becomes f + s * Up(Drop(QuickGELU(Down(f)))); otherwise it is the sub-module. The hand-over is needed
+    because the source layer calls this sub-module itself, with no argument of ours; the bottleneck's weights stay
+    in the owner (`any2point_bottleneck`), so saved keys do not depend on where the attach point is."""
 
-    def __init__(self, wrapper: Any2PointLayerWrapper) -> None:
-        self.wrapper = wrapper
+    def __init__(self, base_layer: nn.Module) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.residual: partial | None = None  # f -> f + s * bottleneck(f), only during the owner's adapted call
 
-    def __call__(self, module: nn.Module, args, output):
-        name = self.wrapper.running
-        if name is None:
-            return None
-        config = self.wrapper.any2point_settings[name]
-        bottleneck = self.wrapper.any2point_bottleneck[name]
-        return output + config.scale_factor * bottleneck(output.to(bottleneck.down.weight.dtype)).to(output.dtype)
+    def forward(self, *args, **kwargs):
+        out = self.base_layer(*args, **kwargs)
+        return out if self.residual is None else self.residual(out)
+
+    @contextmanager
+    def adapting(self, bottleneck: nn.Module, scale: float):
+        self.residual = partial(_add_bottleneck, bottleneck, scale)
+        try:
+            yield
+        finally:
+            self.residual = None
+
+
+def _add_bottleneck(bottleneck: nn.Module, scale: float, output: torch.Tensor) -> torch.Tensor:
+    return output + scale * bottleneck(output.to(bottleneck.down.weight.dtype)).to(output.dtype)
+
+
+def _attach_parent(layer: nn.Module, attach: str) -> tuple[nn.Module, str]:
+    *path, name = attach.split(".")
+    for part in path:
+        layer = getattr(layer, part)
+    return layer, name
 
 
 class Any2PointLayer(BaseTunerLayer):
@@ -176,8 +198,9 @@ class Any2PointLayer(BaseTunerLayer):
 
 
 class Any2PointLayerWrapper(FollowsBase, nn.Module, Any2PointLayer):
-    """One source layer with the Any2Point bottleneck (hooked on its attach sub-module) and the guided branch on its
-    output. Outside a point forward, or while adapters are disabled, it is exactly the source layer."""
+    """One source layer with the Any2Point bottleneck (on its attach sub-module, wrapped as an `AttachPoint`) and the
+    guided branch on its output. Outside a point forward, or while adapters are disabled, it is exactly the source
+    layer."""
 
     def __init__(
         self,
@@ -193,13 +216,11 @@ class Any2PointLayerWrapper(FollowsBase, nn.Module, Any2PointLayer):
         self.any2point_bottleneck = nn.ModuleDict()
         self.any2point_norms = nn.ModuleDict()
         self.any2point_settings: dict[str, Any2PointConfig] = {}
-        self.running: str | None = None
         object.__setattr__(self, "shared", None)  # set by the tuner: plain references to tuner-level modules
         self.attach = attach
-        module = base_layer
-        for part in attach.split("."):
-            module = getattr(module, part)
-        module.register_forward_hook(_AttachHook(self))
+        parent, name = _attach_parent(base_layer, attach)
+        if not isinstance(getattr(parent, name), AttachPoint):
+            setattr(parent, name, AttachPoint(getattr(parent, name)))
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, config)
 
@@ -221,13 +242,15 @@ class Any2PointLayerWrapper(FollowsBase, nn.Module, Any2PointLayer):
         run = partial(self._adapted_forward, name, any2point_state, **kwargs)
         return checkpointed(self, self.base_layer, run, hidden_states, *args)
 
+    def attach_point(self) -> AttachPoint:
+        parent, name = _attach_parent(self.base_layer, self.attach)
+        return getattr(parent, name)
+
     def _adapted_forward(self, name: str, state: Any2PointState, hidden_states: torch.Tensor, *args, **kwargs):
-        self.running = name
-        try:
+        scale = self.any2point_settings[name].scale_factor
+        with self.attach_point().adapting(self.any2point_bottleneck[name], scale):
             with suspended_checkpointing(self.base_layer):
                 out = self.base_layer(hidden_states, *args, **kwargs)
-        finally:
-            self.running = None
         tensor = out[0] if isinstance(out, tuple) else out
         guided = self._guided(name, state, tensor)
         return (guided, *out[1:]) if isinstance(out, tuple) else guided
@@ -266,8 +289,11 @@ class Any2PointLayerWrapper(FollowsBase, nn.Module, Any2PointLayer):
     def unmerge(self) -> None:
         return None
 
-
-def remove_attach_hooks(model: nn.Module) -> None:
-    for module in model.modules():
-        for key in [k for k, h in module._forward_hooks.items() if isinstance(h, _AttachHook)]:
-            del module._forward_hooks[key]
+    def unload_and_optionally_merge_module(self, merge: bool, **kwargs) -> nn.Module:
+        """peft's `unload()` calls this for layers that need more than `get_base_layer()`: the source layer comes back
+        with its attach sub-module unwrapped."""
+        if merge:
+            self.merge()
+        parent, name = _attach_parent(self.base_layer, self.attach)
+        setattr(parent, name, getattr(parent, name).base_layer)
+        return self.base_layer

@@ -23,7 +23,6 @@ from .layer import (
     ClsModule,
     LocalCellAttention,
     PointHead,
-    remove_attach_hooks,
 )
 from .projection import pe_1d, pe_2d
 from .recipes import get_module, get_recipe, position_table
@@ -207,7 +206,6 @@ class Any2PointModel(InputDependentTuner):
     def unload(self) -> nn.Module:
         model = self.model
         model.__dict__.pop("forward", None)
-        remove_attach_hooks(model)
         return super().unload()
 
     @contextmanager
