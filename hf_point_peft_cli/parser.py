@@ -194,6 +194,12 @@ def _progress_flag(p, default_text: str) -> None:
 
 def _training_flags(p: argparse.ArgumentParser, d: dict) -> None:
     g = p.add_argument_group("training")
+    _schedule_flags(g, d)
+    _run_flags(g, d)
+
+
+def _schedule_flags(g, d: dict) -> None:
+    """Epochs, batch and the AdamW / cosine schedule."""
     g.add_argument("--epochs", type=POSITIVE, default=d["epochs"], help="training epochs (default %(default)s)")
     g.add_argument(
         "--batch-size",
@@ -225,6 +231,10 @@ def _training_flags(p: argparse.ArgumentParser, d: dict) -> None:
         default=d["min_learning_rate"],
         help="final learning rate of the cosine (default %(default)s)",
     )
+
+
+def _run_flags(g, d: dict) -> None:
+    """Input size, precision, seed, resuming, device, trackers and progress."""
     g.add_argument(
         "--num-points",
         type=POSITIVE,
@@ -270,6 +280,11 @@ def _training_flags(p: argparse.ArgumentParser, d: dict) -> None:
     _progress_flag(g, "default: on when the terminal shows them")
 
 
+def _option_flag(p, flag: str, help: str) -> None:
+    """A repeatable KEY=VALUE flag (`--method-option`, `--dataset-option`, `--model-option`)."""
+    p.add_argument(flag, action="append", type=key_value, metavar="KEY=VALUE", help=help)
+
+
 def _data_flags(p: argparse.ArgumentParser, dataset_default: str | None, dataset_help: str) -> None:
     p.add_argument("--dataset", choices=DATASETS, default=dataset_default, help=dataset_help)
     p.add_argument(
@@ -295,6 +310,19 @@ def _add_finetune(sub, common) -> None:
             "Every setting is checked before the data are read."
         ),
     )
+    _finetune_model_flags(p, d)
+    _data_flags(p, d["dataset"], "dataset (default %(default)s)")
+    p.add_argument("--output-dir", default=d["output_dir"], help="where everything is written (default %(default)s)")
+    _option_flag(p, "--method-option", "method config field, e.g. rank=16 (repeatable)")
+    _option_flag(p, "--dataset-option", "dataset reader option, e.g. train_per_class=40 (repeatable)")
+    _option_flag(p, "--model-option", "backbone config override, e.g. drop_path_rate=0.1 (repeatable)")
+    _validation_flags(p, d)
+    _finetune_loop_flags(p, d)
+    _training_flags(p, d)
+
+
+def _finetune_model_flags(p, d: dict) -> None:
+    """What is fine-tuned and how: recipe, method, backbone."""
     p.add_argument(
         "--recipe",
         metavar="NAME",
@@ -313,29 +341,10 @@ def _add_finetune(sub, common) -> None:
         help="'embedded' (the packaged pre-trained backbone), 'scratch' (its architecture, random weights), "
         "'minilm' (Any2Point's offline source), a model folder or a Hub id (default %(default)s)",
     )
-    _data_flags(p, d["dataset"], "dataset (default %(default)s)")
-    p.add_argument("--output-dir", default=d["output_dir"], help="where everything is written (default %(default)s)")
-    p.add_argument(
-        "--method-option",
-        action="append",
-        type=key_value,
-        metavar="KEY=VALUE",
-        help="method config field, e.g. rank=16 (repeatable)",
-    )
-    p.add_argument(
-        "--dataset-option",
-        action="append",
-        type=key_value,
-        metavar="KEY=VALUE",
-        help="dataset reader option, e.g. train_per_class=40 (repeatable)",
-    )
-    p.add_argument(
-        "--model-option",
-        action="append",
-        type=key_value,
-        metavar="KEY=VALUE",
-        help="backbone config override, e.g. drop_path_rate=0.1 (repeatable)",
-    )
+
+
+def _validation_flags(p, d: dict) -> None:
+    """The validation split and test-time voting."""
     p.add_argument(
         "--validation-fraction",
         type=_fraction,
@@ -350,6 +359,10 @@ def _add_finetune(sub, common) -> None:
         "(default: a 'group' column if the data have one; README, section Data)",
     )
     p.add_argument("--vote", type=NON_NEGATIVE, default=d["vote"], help="test-time voting views (default 0: one view)")
+
+
+def _finetune_loop_flags(p, d: dict) -> None:
+    """Accumulation, clipping, evaluation batch, workers, quick-run cap and the memory bank's storage."""
     p.add_argument(
         "--grad-accum",
         type=POSITIVE,
@@ -378,7 +391,6 @@ def _add_finetune(sub, common) -> None:
     p.add_argument(
         "--bank-dtype", choices=("float32", "float16"), help="point-prompt: storage dtype of the memory bank"
     )
-    _training_flags(p, d)
 
 
 def _add_evaluate(sub, common) -> None:
@@ -396,13 +408,7 @@ def _add_evaluate(sub, common) -> None:
     p.add_argument("path", help="adapter folder (adapter_config.json) or model folder (config.json), or a Hub id")
     p.add_argument("--backbone", help="base model for an adapter (default: the one recorded in the adapter)")
     _data_flags(p, None, "dataset (default: the one recorded by finetune)")
-    p.add_argument(
-        "--dataset-option",
-        action="append",
-        type=key_value,
-        metavar="KEY=VALUE",
-        help="dataset reader option (repeatable)",
-    )
+    _option_flag(p, "--dataset-option", "dataset reader option (repeatable)")
     p.add_argument("--split", default="test", help="split to evaluate (default %(default)s)")
     p.add_argument("--num-points", type=POSITIVE, help="points per cloud (default: the training value)")
     p.add_argument("--batch-size", type=POSITIVE, default=64, help="evaluation batch size (default %(default)s)")
@@ -425,20 +431,8 @@ def _add_pretrain(sub, common) -> None:
         ),
     )
     _data_flags(p, d["dataset"], "dataset whose train split is used (default %(default)s)")
-    p.add_argument(
-        "--dataset-option",
-        action="append",
-        type=key_value,
-        metavar="KEY=VALUE",
-        help="dataset option, e.g. train_per_class=400 seed=1 (repeatable)",
-    )
-    p.add_argument(
-        "--model-option",
-        action="append",
-        type=key_value,
-        metavar="KEY=VALUE",
-        help="PointTransformerConfig field, e.g. hidden_size=192 (repeatable)",
-    )
+    _option_flag(p, "--dataset-option", "dataset option, e.g. train_per_class=400 seed=1 (repeatable)")
+    _option_flag(p, "--model-option", "PointTransformerConfig field, e.g. hidden_size=192 (repeatable)")
     p.add_argument("--output-dir", default=d["output_dir"], help="output folder (default %(default)s)")
     p.add_argument("--name", help="the encoder's name in its model card (default: the output folder's name)")
     _training_flags(p, d)
@@ -472,13 +466,12 @@ def _add_convert(sub, common) -> None:
     m.add_argument("--pretrained", help="the pre-trained checkpoint it was fine-tuned from (required for point-prompt)")
     m.add_argument("--memory-bank", help="point-prompt: the official memory bank file ([C, N], train_f_*.pt)")
     m.add_argument("--source-model", help="any2point: the source model folder / Hub id the run started from")
-    m.add_argument(
-        "--method-option",
-        action="append",
-        type=key_value,
-        metavar="KEY=VALUE",
-        help="adapter config field, e.g. local_size=32 (repeatable)",
-    )
+    _option_flag(m, "--method-option", "adapter config field, e.g. local_size=32 (repeatable)")
+    _convert_model_flags(p)
+
+
+def _convert_model_flags(p) -> None:
+    """The model a backbone checkpoint becomes, and the sizes no tensor holds."""
     p.add_argument(
         "--task",
         default="classification",
@@ -561,12 +554,8 @@ def _add_benchmark(sub, common) -> None:
         help="point backbone: 'embedded', a folder or a Hub id (default %(default)s)",
     )
     _data_flags(p, d["dataset"], "dataset (default %(default)s)")
-    p.add_argument(
-        "--dataset-option",
-        action="append",
-        type=key_value,
-        metavar="KEY=VALUE",
-        help="dataset option (repeatable); with none, the synthetic shapes use train_per_class=40",
+    _option_flag(
+        p, "--dataset-option", "dataset option (repeatable); with none, the synthetic shapes use train_per_class=40"
     )
     p.add_argument("--output-dir", default=d["output_dir"], help="output folder (default %(default)s)")
     p.add_argument("--epochs", type=POSITIVE, default=d["epochs"], help="epochs per method (default %(default)s)")
@@ -578,6 +567,19 @@ def _add_benchmark(sub, common) -> None:
     )
     p.add_argument("--seed", type=NON_NEGATIVE, default=d["seed"], help="seed (default %(default)s)")
     p.add_argument("--mixed-precision", choices=PRECISIONS, default=d["mixed_precision"], help="autocast precision")
+    _cost_flags(p, d)
+    p.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is present")
+    _progress_flag(p, "default: off, one line per method")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the methods already finished in --output-dir (and their cost figures), continue an interrupted one "
+        "from its last checkpoint, run the rest",
+    )
+
+
+def _cost_flags(p, d: dict) -> None:
+    """The cost measurement after training: batch, timed steps, round-robin rounds."""
     p.add_argument(
         "--cost-batch",
         type=POSITIVE,
@@ -592,14 +594,6 @@ def _add_benchmark(sub, common) -> None:
         type=POSITIVE,
         default=d["cost_rounds"],
         help="timing rounds at the end, every method once per round, round-robin (default %(default)s)",
-    )
-    p.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is present")
-    _progress_flag(p, "default: off, one line per method")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="keep the methods already finished in --output-dir (and their cost figures), continue an interrupted one "
-        "from its last checkpoint, run the rest",
     )
 
 
