@@ -149,23 +149,8 @@ def convert_any2point_checkpoint(
         )
     report = ConversionReport(source="any2point")
     state = OfficialState(checkpoint, ["encoder."], report)
-    dataset = "scanobjectnn" if any(k.startswith("prediction.head.") for k in state) else "modelnet40"
-    if dataset == "modelnet40" and "cls_head_finetune.0.weight" not in state:
-        raise ValueError(f"{what}: neither `prediction.head.*` nor `cls_head_finetune.*`: not an Any2Point checkpoint")
     model = _load_source(source)
-    kind = _KINDS.get(model.config.model_type)
-    if kind is None:
-        raise ValueError(
-            f"{what}: the official runs use CLIP text (clip_text_model), DINOv2 (dinov2) or ImageBind audio "
-            f"(imagebind_audio); --source-model is a {model.config.model_type!r}"
-        )
-    layer_prefix = "resblocks" if kind == "clip" else "blocks"
-    found = "clip" if "resblocks.0.ln_1.weight" in state else "dinov2" if "blocks.0.ls1.gamma" in state else "audio"
-    if found != kind:
-        raise ValueError(
-            f"{what}: the checkpoint's layers are {found}'s, but --source-model is a {model.config.model_type}"
-        )
-    folder = _FOLDERS[(kind, dataset)]
+    kind, dataset, layer_prefix, folder = _identify(state, model, what)
     report.notes.append(f"layout of the official {folder} folder ({dataset})")
     model = _official_source(model, kind, report)
     _check_source_layers(state, model, kind, layer_prefix, what)
@@ -184,6 +169,31 @@ def convert_any2point_checkpoint(
     converted = ConvertedAdapter(peft_model, report, deviations=any2point_deviations(kind, dataset))
     if output_dir is None:
         return converted
+    detail = f" ({folder}), on `{source if not isinstance(source, nn.Module) else type(source).__name__}`"
+    return _write(converted, checkpoint, detail, output_dir, clean_base, command)
+
+
+def _identify(state: OfficialState, model: nn.Module, what: str) -> tuple[str, str, str, str]:
+    """(source kind, dataset, layer prefix, official folder) of a checkpoint, checked against the source model."""
+    dataset = "scanobjectnn" if any(k.startswith("prediction.head.") for k in state) else "modelnet40"
+    if dataset == "modelnet40" and "cls_head_finetune.0.weight" not in state:
+        raise ValueError(f"{what}: neither `prediction.head.*` nor `cls_head_finetune.*`: not an Any2Point checkpoint")
+    kind = _KINDS.get(model.config.model_type)
+    if kind is None:
+        raise ValueError(
+            f"{what}: the official runs use CLIP text (clip_text_model), DINOv2 (dinov2) or ImageBind audio "
+            f"(imagebind_audio); --source-model is a {model.config.model_type!r}"
+        )
+    found = "clip" if "resblocks.0.ln_1.weight" in state else "dinov2" if "blocks.0.ls1.gamma" in state else "audio"
+    if found != kind:
+        raise ValueError(
+            f"{what}: the checkpoint's layers are {found}'s, but --source-model is a {model.config.model_type}"
+        )
+    return kind, dataset, "resblocks" if kind == "clip" else "blocks", _FOLDERS[(kind, dataset)]
+
+
+def _write(converted, checkpoint, detail: str, output_dir, clean_base, command) -> ConvertedAdapter:
+    """output_dir/adapter (with the conversion card) and output_dir/base."""
     out = Path(output_dir).name  # the card names the output folder, never a path of this machine
     load = (
         "from transformers import AutoModel\n\n"
@@ -194,7 +204,7 @@ def convert_any2point_checkpoint(
     card = ConversionCard(
         IDENTITY,
         checkpoint=checkpoint_name(checkpoint),
-        checkpoint_detail=f" ({folder}), on `{source if not isinstance(source, nn.Module) else type(source).__name__}`",
+        checkpoint_detail=detail,
         load_code=load,
         deviations=converted.deviations,
         command=command,

@@ -74,16 +74,7 @@ def convert_point_prompt_checkpoint(
     job = PointMethodConversion(checkpoint, "point-prompt", "converting the Point-PEFT checkpoint")
     state, report, what = job.state, job.report, job.what
     method_keys = {k for k in state if _METHOD_KEY.fullmatch(k)}
-    if not any(k.endswith("prompt_embeddings") for k in method_keys):
-        raise ValueError(f"{what}: no prompt_embeddings tensors: it is not a Point-PEFT fine-tuned checkpoint")
-    if "blocks.sos" in state:
-        raise ValueError(f"{what}: the official Point-PEFT code fine-tunes the Point-MAE family only, not PointGPT")
-    if pretrained is None:
-        raise ValueError(
-            f"{what}: Point-PEFT tunes the backbone's biases and final norm, so the base must be the pre-trained "
-            "model and the adapter the deltas: pass --pretrained with the pre-trained checkpoint it was fine-tuned "
-            "from (Python: pretrained=...)"
-        )
+    _check_checkpoint(state, method_keys, pretrained, what)
     depth = max(int(k.split(".")[2]) for k in state if k.startswith("blocks.blocks.")) + 1
     tuned = [f"point_transformer.encoder.layers.{n}.{b}" for n in range(depth) for b in _TUNED_BIASES]
     tuned += ["point_transformer.norm.weight", "point_transformer.norm.bias"]
@@ -92,23 +83,7 @@ def convert_point_prompt_checkpoint(
     options = _sizes(state, base.config, official_config, method_options, report, what)
     config = PointPromptConfig(**options, bank_size=None if bank is None else len(bank))
     model = job.inject(config, adapter_name, keep_base=output_dir is not None)
-
-    tuner, encoder = model.base_model, model.get_base_model().point_transformer
-    deltas = _Deltas(job)
-    for n in range(depth):
-        _place_block(state, encoder.encoder.layers[n], n, config, adapter_name, deltas)
-    final = encoder.norm.point_prompt_norm[adapter_name]
-    for param in ("weight", "bias"):
-        deltas.place(getattr(final, param), f"point_transformer.norm.{param}")
-    geometry = tuner.point_prompt_geometry[adapter_name]
-    state.place_module("blocks.norm3.", geometry.norm, "point_prompt_geometry.norm")
-    rename = {"out.weight": "proj.weight", "out.bias": "proj.bias"}
-    state.place_module("blocks.attn1.", geometry.attn, "point_prompt_geometry.attn", rename=rename)
-    state.place("prompt_cor", tuner.point_prompt_coords[adapter_name], "point_prompt_coords")
-    if bank is not None:
-        target = tuner.point_prompt_bank[adapter_name]
-        with torch.no_grad():
-            target.copy_(bank.to(target.dtype))
+    _place_all(state, model, config, adapter_name, depth, bank, _Deltas(job))
 
     deviations = list(POINT_PROMPT_DEVIATIONS)
     if bank is None:
@@ -123,6 +98,39 @@ def convert_point_prompt_checkpoint(
         command=command,
     )
     return job.complete(adapter_name, deviations, output_dir, card)
+
+
+def _check_checkpoint(state, method_keys: set[str], pretrained, what: str) -> None:
+    """A Point-PEFT checkpoint of the Point-MAE family, with the pre-trained checkpoint it started from."""
+    if not any(k.endswith("prompt_embeddings") for k in method_keys):
+        raise ValueError(f"{what}: no prompt_embeddings tensors: it is not a Point-PEFT fine-tuned checkpoint")
+    if "blocks.sos" in state:
+        raise ValueError(f"{what}: the official Point-PEFT code fine-tunes the Point-MAE family only, not PointGPT")
+    if pretrained is None:
+        raise ValueError(
+            f"{what}: Point-PEFT tunes the backbone's biases and final norm, so the base must be the pre-trained "
+            "model and the adapter the deltas: pass --pretrained with the pre-trained checkpoint it was fine-tuned "
+            "from (Python: pretrained=...)"
+        )
+
+
+def _place_all(state, model, config, adapter_name: str, depth: int, bank, deltas) -> None:
+    """Every official tensor into the adapter: blocks, final-norm deltas, geometry modules, prompt coordinates, bank."""
+    tuner, encoder = model.base_model, model.get_base_model().point_transformer
+    for n in range(depth):
+        _place_block(state, encoder.encoder.layers[n], n, config, adapter_name, deltas)
+    final = encoder.norm.point_prompt_norm[adapter_name]
+    for param in ("weight", "bias"):
+        deltas.place(getattr(final, param), f"point_transformer.norm.{param}")
+    geometry = tuner.point_prompt_geometry[adapter_name]
+    state.place_module("blocks.norm3.", geometry.norm, "point_prompt_geometry.norm")
+    rename = {"out.weight": "proj.weight", "out.bias": "proj.bias"}
+    state.place_module("blocks.attn1.", geometry.attn, "point_prompt_geometry.attn", rename=rename)
+    state.place("prompt_cor", tuner.point_prompt_coords[adapter_name], "point_prompt_coords")
+    if bank is not None:
+        target = tuner.point_prompt_bank[adapter_name]
+        with torch.no_grad():
+            target.copy_(bank.to(target.dtype))
 
 
 class _Deltas:

@@ -60,7 +60,7 @@ def convert_pointgst_checkpoint(
     `output_dir/base`, so that `PeftModel.from_pretrained(base, adapter)` computes what the official model computed
     (up to `POINTGST_DEVIATIONS`)."""
     job = PointMethodConversion(checkpoint, "pointgst", "converting the PointGST checkpoint")
-    state, report = job.state, job.report
+    state = job.state
     adapter_keys = {k: _ADAPTER_KEY.fullmatch(k) for k in state if ".gft_adapter." in k}
     if not adapter_keys:
         raise ValueError(
@@ -70,23 +70,7 @@ def convert_pointgst_checkpoint(
     gpt = "blocks.sos" in state
     base = job.base(set(adapter_keys), gpt, official_config, backbone_overrides, pretrained)
     blocks = sorted({int(m.group(1)) for m in adapter_keys.values() if m})
-    rank = state[f"blocks.{'layers' if gpt else 'blocks'}.{blocks[0]}.gft_adapter.down.weight"].shape[0]
-    options = resolve_sizes(
-        job.what,
-        {"rank": rank},
-        explicit=method_options,
-        official=official_sizes(official_config, ("rank", "local_size")),
-        required={"local_size": "--method-option local_size=N"},
-        report=report,
-    )
-    if blocks != list(range(base.config.num_hidden_layers)):
-        options["layers_to_transform"] = blocks
-    config = PointGSTConfig(**options)
-    report.notes.append(
-        f"graph settings: laplacian={config.laplacian!r} (the code since Jan 2025; Oct 2024 checkpoints used "
-        "'combinatorial': --method-option laplacian=combinatorial), spectral_transform, distance_scale and "
-        "pairwise_distance as the released code"
-    )
+    config = _config(job, blocks, gpt, base.config.num_hidden_layers, official_config, method_options)
     model = job.inject(config, adapter_name, keep_base=output_dir is not None)
     layers = (model.get_base_model().point_gpt if gpt else model.get_base_model().point_transformer).encoder.layers
     for key, match in adapter_keys.items():
@@ -101,3 +85,26 @@ def convert_pointgst_checkpoint(
         command=command,
     )
     return job.complete(adapter_name, POINTGST_DEVIATIONS, output_dir, card)
+
+
+def _config(job, blocks: list[int], gpt: bool, depth: int, official_config, method_options) -> PointGSTConfig:
+    """The adapter's config: rank from the tensors, local size from the official yaml or the options."""
+    state, report = job.state, job.report
+    rank = state[f"blocks.{'layers' if gpt else 'blocks'}.{blocks[0]}.gft_adapter.down.weight"].shape[0]
+    options = resolve_sizes(
+        job.what,
+        {"rank": rank},
+        explicit=method_options,
+        official=official_sizes(official_config, ("rank", "local_size")),
+        required={"local_size": "--method-option local_size=N"},
+        report=report,
+    )
+    if blocks != list(range(depth)):
+        options["layers_to_transform"] = blocks
+    config = PointGSTConfig(**options)
+    report.notes.append(
+        f"graph settings: laplacian={config.laplacian!r} (the code since Jan 2025; Oct 2024 checkpoints used "
+        "'combinatorial': --method-option laplacian=combinatorial), spectral_transform, distance_scale and "
+        "pairwise_distance as the released code"
+    )
+    return config
