@@ -24,6 +24,7 @@ __all__ = [
     "BACKBONE_SIZES",
     "RELEASED_HEADS",
     "detect_method_checkpoint",
+    "classifier_sizes",
     "head_conventions",
     "official_sizes",
     "export_official",
@@ -412,6 +413,19 @@ def head_conventions(width: int, *names: str) -> dict:
         return {}
     reason = f"the released {width}-wide models (heads are not stored in a tensor)"
     return {name: (RELEASED_HEADS[width], reason) for name in names}
+
+
+def classifier_sizes(head: list[torch.Tensor]) -> dict:
+    """Classes, hidden widths and BatchNorm use of an official fine-tuning head, from its `.weight` tensors in
+    layer order (Linears are 2-D, BatchNorms 1-D); empty when the checkpoint has no head."""
+    if not head:
+        return {}
+    linears = [w for w in head if w.dim() == 2]
+    return {
+        "num_labels": linears[-1].shape[0],
+        "classifier_hidden_sizes": [w.shape[0] for w in linears[:-1]],
+        "classifier_batch_norm": any(w.dim() == 1 for w in head),
+    }
 
 
 def official_sizes(official_config, names) -> dict:

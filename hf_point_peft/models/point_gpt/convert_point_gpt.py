@@ -17,6 +17,7 @@ from ..conversion import (
     ConversionReport,
     KeyRule,
     apply_rules,
+    classifier_sizes,
     export_official,
     head_conventions,
     load_converted_weights,
@@ -94,41 +95,7 @@ def point_gpt_config_from_state_dict(
     if "blocks.sos" not in s:
         raise ValueError(f"not a PointGPT checkpoint: no 'blocks.sos' (first keys: {list(state)[:5]})")
     width = s["blocks.sos"].shape[0]
-
-    def depth(prefix: str) -> int:
-        ids = [int(k.split(".")[2]) for k in s if k.startswith(prefix + ".layers.")]
-        return 1 + max(ids) if ids else 0
-
-    def conv_widths(name: str) -> list[int]:
-        convs = sorted(
-            (int(k.split(".")[2]), v)
-            for k, v in s.items()
-            if k.startswith(f"encoder.{name}.") and k.endswith(".weight") and v.dim() == 3
-        )
-        return [v.shape[0] for _, v in convs]
-
-    first = conv_widths("first_conv")
-    inferred = {
-        "hidden_size": width,
-        "num_hidden_layers": depth("blocks"),
-        "intermediate_size": s["blocks.layers.0.mlp.0.weight"].shape[0],
-        "patch_first_channels": first,
-        "patch_second_channels": conv_widths("second_conv")[:-1],
-        "num_channels": s["encoder.first_conv.0.weight"].shape[1],
-        "generator_num_hidden_layers": depth("generator_blocks"),
-    }
-    if "generator_blocks.increase_dim.0.weight" in s:
-        inferred["group_size"] = s["generator_blocks.increase_dim.0.weight"].shape[0] // 3
-    head = sorted(
-        (int(k.split(".")[2]), v)
-        for k, v in s.items()
-        if k.startswith("blocks.cls_head_finetune.") and k.endswith(".weight")
-    )
-    if head:
-        linears = [v for _, v in head if v.dim() == 2]
-        inferred["num_labels"] = linears[-1].shape[0]
-        inferred["classifier_hidden_sizes"] = [w.shape[0] for w in linears[:-1]]
-        inferred["classifier_batch_norm"] = any(v.dim() == 1 for _, v in head)
+    inferred = _inferred_sizes(s)
     if overrides.get("generator_num_hidden_layers") == 0:  # dropping the generator is a choice, not a contradiction
         inferred.pop("generator_num_hidden_layers")
     required = {"num_groups": "--num-groups", "group_size": "--group-size", "num_points": "--num-points"}
@@ -145,6 +112,41 @@ def point_gpt_config_from_state_dict(
         report=report,
     )
     return PointGPTConfig(**{"fps_skip_sq_norm": 1e-3, **values})
+
+
+def _inferred_sizes(s: Mapping[str, torch.Tensor]) -> dict:
+    """What the tensor shapes decide: width, depths, mini-PointNet widths, generator group size, the head."""
+
+    def depth(prefix: str) -> int:
+        ids = [int(k.split(".")[2]) for k in s if k.startswith(prefix + ".layers.")]
+        return 1 + max(ids) if ids else 0
+
+    def conv_widths(name: str) -> list[int]:
+        convs = sorted(
+            (int(k.split(".")[2]), v)
+            for k, v in s.items()
+            if k.startswith(f"encoder.{name}.") and k.endswith(".weight") and v.dim() == 3
+        )
+        return [v.shape[0] for _, v in convs]
+
+    inferred = {
+        "hidden_size": s["blocks.sos"].shape[0],
+        "num_hidden_layers": depth("blocks"),
+        "intermediate_size": s["blocks.layers.0.mlp.0.weight"].shape[0],
+        "patch_first_channels": conv_widths("first_conv"),
+        "patch_second_channels": conv_widths("second_conv")[:-1],
+        "num_channels": s["encoder.first_conv.0.weight"].shape[1],
+        "generator_num_hidden_layers": depth("generator_blocks"),
+    }
+    if "generator_blocks.increase_dim.0.weight" in s:
+        inferred["group_size"] = s["generator_blocks.increase_dim.0.weight"].shape[0] // 3
+    head = sorted(
+        (int(k.split(".")[2]), v)
+        for k, v in s.items()
+        if k.startswith("blocks.cls_head_finetune.") and k.endswith(".weight")
+    )
+    inferred.update(classifier_sizes([v for _, v in head]))
+    return inferred
 
 
 def convert_point_gpt_checkpoint(

@@ -17,6 +17,7 @@ from ..conversion import (
     ConversionReport,
     KeyRule,
     apply_rules,
+    classifier_sizes,
     export_official,
     head_conventions,
     load_converted_weights,
@@ -169,34 +170,11 @@ def point_transformer_config_from_state_dict(
             f"(first keys: {list(state)[:5]})"
         )
     width = stripped["norm.weight"].shape[0]
-    depth = 1 + max(int(k.split(".")[2]) for k in stripped if k.startswith("blocks.blocks."))
-    inferred = {
-        "hidden_size": width,
-        "num_hidden_layers": depth,
-        "intermediate_size": stripped["blocks.blocks.0.mlp.fc1.weight"].shape[0],
-        "encoder_dims": stripped["encoder.second_conv.3.weight"].shape[0],
-        "patch_first_channels": [
-            stripped["encoder.first_conv.0.weight"].shape[0],
-            stripped["encoder.first_conv.3.weight"].shape[0],
-        ],
-        "patch_second_channels": [stripped["encoder.second_conv.0.weight"].shape[0]],
-        "num_channels": stripped["encoder.first_conv.0.weight"].shape[1],
-        "qkv_bias": "blocks.blocks.0.attn.qkv.bias" in stripped,
-    }
-    if "increase_dim.0.weight" in stripped:
-        inferred["group_size"] = stripped["increase_dim.0.weight"].shape[0] // 3
-    decoder_ids = [int(k.split(".")[2]) for k in stripped if k.startswith("MAE_decoder.blocks.")]
-    if decoder_ids:
-        inferred["decoder_num_hidden_layers"] = 1 + max(decoder_ids)
-    head = sorted(
-        (int(k.split(".")[1]), k) for k in stripped if k.startswith("cls_head_finetune.") and k.endswith(".weight")
-    )
+    inferred = _inferred_sizes(stripped)
     defaults: dict = {"fps_skip_sq_norm": 1e-3}  # reproduce pointnet2_ops' FPS bit-exactly
-    if head and source != "recon":
-        inferred["num_labels"] = stripped[head[-1][1]].shape[0]
-        linears = [stripped[k] for _, k in head if stripped[k].dim() == 2]
-        inferred["classifier_hidden_sizes"] = [w.shape[0] for w in linears[:-1]]
-        inferred["classifier_batch_norm"] = any(stripped[k].dim() == 1 for _, k in head)
+    if source != "recon":  # ReCon's fine-tuning head reads 4 tokens: not this head (dropped)
+        head = sorted((int(k.split(".")[1]), k) for k in stripped if k.startswith("cls_head_finetune."))
+        inferred.update(classifier_sizes([stripped[k] for _, k in head if k.endswith(".weight")]))
     if source == "point-bert":  # the official Point-BERT fine-tuning head and loss
         defaults.update(classifier_hidden_sizes=[256], classifier_batch_norm=False, label_smoothing=0.2)
     required = dict(_REQUIRED)
@@ -225,6 +203,29 @@ def point_transformer_config_from_state_dict(
         if report is not None:
             report.notes.append("num_points set to max(num_groups, group_size): masked modeling reads any cloud size")
     return PointTransformerConfig(**{**defaults, **values})
+
+
+def _inferred_sizes(stripped: Mapping[str, torch.Tensor]) -> dict:
+    """What the encoder's (and a pre-training decoder's) tensor shapes decide."""
+    inferred = {
+        "hidden_size": stripped["norm.weight"].shape[0],
+        "num_hidden_layers": 1 + max(int(k.split(".")[2]) for k in stripped if k.startswith("blocks.blocks.")),
+        "intermediate_size": stripped["blocks.blocks.0.mlp.fc1.weight"].shape[0],
+        "encoder_dims": stripped["encoder.second_conv.3.weight"].shape[0],
+        "patch_first_channels": [
+            stripped["encoder.first_conv.0.weight"].shape[0],
+            stripped["encoder.first_conv.3.weight"].shape[0],
+        ],
+        "patch_second_channels": [stripped["encoder.second_conv.0.weight"].shape[0]],
+        "num_channels": stripped["encoder.first_conv.0.weight"].shape[1],
+        "qkv_bias": "blocks.blocks.0.attn.qkv.bias" in stripped,
+    }
+    if "increase_dim.0.weight" in stripped:
+        inferred["group_size"] = stripped["increase_dim.0.weight"].shape[0] // 3
+    decoder_ids = [int(k.split(".")[2]) for k in stripped if k.startswith("MAE_decoder.blocks.")]
+    if decoder_ids:
+        inferred["decoder_num_hidden_layers"] = 1 + max(decoder_ids)
+    return inferred
 
 
 def convert_point_transformer_checkpoint(

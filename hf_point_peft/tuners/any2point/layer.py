@@ -248,9 +248,9 @@ class Any2PointLayerWrapper(FollowsBase, nn.Module, Any2PointLayer):
 
     def _adapted_forward(self, name: str, state: Any2PointState, hidden_states: torch.Tensor, *args, **kwargs):
         scale = self.any2point_settings[name].scale_factor
-        with self.attach_point().adapting(self.any2point_bottleneck[name], scale):
-            with suspended_checkpointing(self.base_layer):
-                out = self.base_layer(hidden_states, *args, **kwargs)
+        attach = self.attach_point()
+        with attach.adapting(self.any2point_bottleneck[name], scale), suspended_checkpointing(self.base_layer):
+            out = self.base_layer(hidden_states, *args, **kwargs)
         tensor = out[0] if isinstance(out, tuple) else out
         guided = self._guided(name, state, tensor)
         return (guided, *out[1:]) if isinstance(out, tuple) else guided
