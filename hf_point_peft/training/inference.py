@@ -19,22 +19,8 @@ from .loop import _indexed
 __all__ = ["evaluate_saved"]
 
 
-def evaluate_saved(
-    path: str | os.PathLike,
-    *,
-    backbone: str | None = None,
-    dataset: str | None = None,
-    data_path: str | None = None,
-    dataset_options: dict[str, Any] | None = None,
-    split: str = "test",
-    num_points: int | None = None,
-    batch_size: int = 64,
-    vote: int = 0,
-    mixed_precision: str = "no",
-    cpu: bool = False,
-) -> dict[str, Any]:
-    """Accuracy of a folder written by `run_finetune`, with the dataset and point count it recorded unless given."""
-    path = Path(path)
+def _check_saved_folder(path: Path) -> None:
+    """An adapter or model folder; otherwise an error that says what the folder holds and what to pass."""
     if not path.is_dir():
         raise FileNotFoundError(f"no adapter or model folder at {path}")
     if not (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
@@ -51,6 +37,25 @@ def evaluate_saved(
             f"{path} is neither an adapter folder (no adapter_config.json) nor a model folder (no config.json); it "
             f"holds {inside}: {hint}"
         )
+
+
+def evaluate_saved(
+    path: str | os.PathLike,
+    *,
+    backbone: str | None = None,
+    dataset: str | None = None,
+    data_path: str | None = None,
+    dataset_options: dict[str, Any] | None = None,
+    split: str = "test",
+    num_points: int | None = None,
+    batch_size: int = 64,
+    vote: int = 0,
+    mixed_precision: str = "no",
+    cpu: bool = False,
+) -> dict[str, Any]:
+    """Accuracy of a folder written by `run_finetune`, with the dataset and point count it recorded unless given."""
+    path = Path(path)
+    _check_saved_folder(path)
     meta_file = path / "training_metrics.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     recorded = meta.get("job", {})

@@ -86,6 +86,22 @@ class PretrainJob:
 _NOT_RESULT = ("output_dir", "epochs", "resume", "overwrite_output_dir", "keep_checkpoints", "cpu", "progress")
 
 
+def _run_epoch(model, loader, optimizer, scheduler, accelerator, job, epoch, history, manifest) -> None:
+    """One epoch: train, append its row to `history`, write the checkpoint, send the row to the trackers."""
+    epoch_start = time.perf_counter()
+    loss = _train_epoch(model, loader, optimizer, scheduler, accelerator, job, epoch)
+    history.append(
+        {
+            "epoch": epoch + 1,
+            "train_loss": loss,
+            "learning_rate": scheduler.get_last_lr()[0],
+            "seconds": time.perf_counter() - epoch_start,
+        }
+    )
+    _save_checkpoint(accelerator, Path(job.output_dir) / "checkpoints", epoch, manifest, history, job.keep_checkpoints)
+    accelerator.log({k: v for k, v in history[-1].items() if k != "epoch"}, step=epoch + 1)
+
+
 def run_pretrain(job: PretrainJob, log=logger.info) -> dict[str, Any]:
     """Pre-train; every setting is checked first (`check_pretrain`), before the data are read or anything written."""
     start = time.perf_counter()
@@ -125,19 +141,8 @@ def run_pretrain(job: PretrainJob, log=logger.info) -> dict[str, Any]:
         f"{len(data['train'])} training clouds, {job.epochs} epochs"
     )
     for epoch in range(first, job.epochs):
-        epoch_start = time.perf_counter()
         collator.epoch = epoch
-        loss = _train_epoch(model, loader, optimizer, scheduler, accelerator, job, epoch)
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": loss,
-                "learning_rate": scheduler.get_last_lr()[0],
-                "seconds": time.perf_counter() - epoch_start,
-            }
-        )
-        _save_checkpoint(accelerator, out / "checkpoints", epoch, manifest, history, job.keep_checkpoints)
-        accelerator.log({k: v for k, v in history[-1].items() if k != "epoch"}, step=epoch + 1)
+        _run_epoch(model, loader, optimizer, scheduler, accelerator, job, epoch, history, manifest)
         if accelerator.is_main_process:
             log(f"epoch {epoch + 1}/{job.epochs}: Chamfer-L2 {history[-1]['train_loss']:.5f} ({clock.done(epoch)})")
     results = {
