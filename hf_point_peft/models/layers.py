@@ -234,6 +234,28 @@ class ClassificationHead(nn.Sequential):
         layers.append(nn.Linear(width, num_labels))
         super().__init__(*layers)
 
+    @classmethod
+    def from_config(cls, config) -> ClassificationHead:
+        """The head of a point classifier config (`classifier_*` fields), on concat(cls, max over patch tokens)."""
+        return cls(
+            2 * config.hidden_size,
+            config.classifier_hidden_sizes,
+            config.num_labels,
+            config.classifier_batch_norm,
+            config.classifier_dropout,
+        )
+
+
+def run_layers(layers: nn.ModuleList, hidden_states: torch.Tensor, output_hidden_states: bool, *args, **kwargs):
+    """`hidden_states` through every layer (`layer(hidden_states, *args, **kwargs)`) -> (last output, every layer's
+    input and the last output when `output_hidden_states`, else None)."""
+    all_hidden = [hidden_states] if output_hidden_states else None
+    for layer in layers:
+        hidden_states = layer(hidden_states, *args, **kwargs)
+        if all_hidden is not None:
+            all_hidden.append(hidden_states)
+    return hidden_states, (tuple(all_hidden) if all_hidden is not None else None)
+
 
 def group_cloud(points: torch.Tensor, config, generator: torch.Generator | None = None):
     """Validate `points` against a config and split it into (neighbourhoods [B, G, K, C], centres [B, G, 3]).

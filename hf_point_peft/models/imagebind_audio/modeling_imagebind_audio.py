@@ -20,7 +20,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
-from ..layers import DropPath, FeedForward, init_common_weights
+from ..layers import DropPath, FeedForward, init_common_weights, run_layers
 from .configuration_imagebind_audio import ImageBindAudioConfig
 
 __all__ = [
@@ -168,12 +168,7 @@ class ImageBindAudioEncoder(nn.Module):
         self.layers = nn.ModuleList([ImageBindAudioLayer(config, rate) for rate in rates])
 
     def forward(self, hidden_states: torch.Tensor, output_hidden_states: bool = False):
-        all_hidden = [hidden_states] if output_hidden_states else None
-        for layer in self.layers:
-            hidden_states = layer(hidden_states, None)
-            if all_hidden is not None:
-                all_hidden.append(hidden_states)
-        return hidden_states, (tuple(all_hidden) if all_hidden is not None else None)
+        return run_layers(self.layers, hidden_states, output_hidden_states, None)
 
 
 class ImageBindAudioPreTrainedModel(PreTrainedModel):

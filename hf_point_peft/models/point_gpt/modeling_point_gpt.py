@@ -21,17 +21,18 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from ...geometry.per_forward import PointGeometry
+from ..classification import PointClassifierForward
 from ..layers import (
     ClassificationHead,
     ClsEmbedding,
     FeedForward,
     MiniPointNet,
     SelfAttention,
-    classification_loss,
     group_cloud,
     init_common_weights,
+    run_layers,
 )
-from ..point_transformer.modeling_point_transformer import PointClassifierOutput, chamfer_l2
+from ..point_transformer.modeling_point_transformer import chamfer_l2
 from .configuration_point_gpt import PointGPTConfig
 
 __all__ = [
@@ -149,14 +150,15 @@ class PointGPTStack(nn.Module):
         output_hidden_states: bool = False,
         point_geometry: PointGeometry | None = None,
     ):
-        all_hidden = [] if output_hidden_states else None
-        for layer in self.layers:
-            if all_hidden is not None:
-                all_hidden.append(hidden_states)
-            hidden_states = layer(hidden_states, position_embeddings, is_causal, point_geometry=point_geometry)
-        if all_hidden is not None:
-            all_hidden.append(hidden_states)
-        return self.ln_f(hidden_states), (tuple(all_hidden) if all_hidden is not None else None)
+        hidden_states, all_hidden = run_layers(
+            self.layers,
+            hidden_states,
+            output_hidden_states,
+            position_embeddings,
+            is_causal,
+            point_geometry=point_geometry,
+        )
+        return self.ln_f(hidden_states), all_hidden
 
 
 class PointGPTEmbeddings(nn.Module):
@@ -292,9 +294,10 @@ class PointGPTGenerator(nn.Module):
         return points.reshape(batch, groups, self.config.group_size, 3)
 
 
-class PointGPTForClassification(PointGPTPreTrainedModel):
+class PointGPTForClassification(PointClassifierForward, PointGPTPreTrainedModel):
     """Extractor + `cls_norm` + the official head on concat(cls, max over patch tokens), in the submodule
-    `classifier`. In training with labels, the generator's Chamfer loss is added with `generator_loss_weight`."""
+    `classifier`; `forward(points, labels=None)` (`models/classification.py`). In training with labels, the
+    generator's Chamfer loss is added with `generator_loss_weight`."""
 
     def __init__(self, config: PointGPTConfig):
         super().__init__(config)
@@ -302,42 +305,20 @@ class PointGPTForClassification(PointGPTPreTrainedModel):
         self.point_gpt = PointGPTModel(config)
         self.generator = PointGPTGenerator(config) if config.generator_num_hidden_layers > 0 else None
         self.cls_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.classifier = ClassificationHead(
-            2 * config.hidden_size,
-            config.classifier_hidden_sizes,
-            config.num_labels,
-            config.classifier_batch_norm,
-            config.classifier_dropout,
-        )
+        self.classifier = ClassificationHead.from_config(config)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
         return self.point_gpt.get_input_embeddings()
 
-    def forward(
-        self,
-        points: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> PointClassifierOutput | tuple:
-        r"""
-        points: [B, N, num_channels] float point clouds.
-        labels: [B] class indices; the loss is cross-entropy (+ the weighted generator loss in training).
-        """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.point_gpt(points, output_hidden_states=output_hidden_states, return_dict=True)
+    def pool(self, outputs: PointGPTModelOutput) -> torch.Tensor:
         hidden = self.cls_norm(outputs.last_hidden_state)
-        pooled = torch.cat([hidden[:, 1], hidden[:, 2:].amax(dim=1)], dim=-1)
-        logits = self.classifier(pooled)
-        loss = classification_loss(logits, labels, self.config.label_smoothing)
-        if loss is not None and self.training and self.generator is not None and self.config.generator_loss_weight > 0:
-            loss = loss + self.config.generator_loss_weight * self.reconstruction_loss(outputs)
-        output = PointClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, centres=outputs.centres
-        )
-        return output if return_dict else output.to_tuple()
+        return torch.cat([hidden[:, 1], hidden[:, 2:].amax(dim=1)], dim=-1)
+
+    def auxiliary_loss(self, outputs: PointGPTModelOutput) -> torch.Tensor | None:
+        if self.training and self.generator is not None and self.config.generator_loss_weight > 0:
+            return self.config.generator_loss_weight * self.reconstruction_loss(outputs)
+        return None
 
     def reconstruction_loss(self, outputs: PointGPTModelOutput) -> torch.Tensor:
         """Chamfer-L1 + Chamfer-L2 between generated and true absolute patch points (official fine-tuning target)."""

@@ -17,6 +17,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from ...geometry.per_forward import PointGeometry
+from ..classification import PointClassifierForward, PointClassifierOutput
 from ..layers import (
     ClassificationHead,
     ClsEmbedding,
@@ -24,9 +25,9 @@ from ..layers import (
     FeedForward,
     MiniPointNet,
     SelfAttention,
-    classification_loss,
     group_cloud,
     init_common_weights,
+    run_layers,
 )
 from .configuration_point_transformer import PointTransformerConfig
 
@@ -58,14 +59,6 @@ class PointTransformerModelOutput(ModelOutput):
     centres: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     num_prefix_tokens: int | None = None
-
-
-@dataclass
-class PointClassifierOutput(ModelOutput):
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    centres: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -161,14 +154,9 @@ class PointTransformerEncoder(nn.Module):
         output_hidden_states: bool = False,
         point_geometry: PointGeometry | None = None,
     ):
-        all_hidden = [] if output_hidden_states else None
-        for layer in self.layers:
-            if all_hidden is not None:
-                all_hidden.append(hidden_states)
-            hidden_states = layer(hidden_states, position_embeddings, point_geometry=point_geometry)
-        if all_hidden is not None:
-            all_hidden.append(hidden_states)
-        return hidden_states, (tuple(all_hidden) if all_hidden is not None else None)
+        return run_layers(
+            self.layers, hidden_states, output_hidden_states, position_embeddings, point_geometry=point_geometry
+        )
 
 
 class PointTransformerPreTrainedModel(PreTrainedModel):
@@ -257,45 +245,19 @@ def _keep_visible(x: torch.Tensor, bool_masked_pos: torch.Tensor) -> torch.Tenso
     return x[~bool_masked_pos].reshape(x.shape[0], int(visible[0]), x.shape[-1])
 
 
-class PointTransformerForClassification(PointTransformerPreTrainedModel):
-    """Encoder + the official fine-tuning head on concat(CLS, max over patch tokens), in the submodule `classifier`."""
+class PointTransformerForClassification(PointClassifierForward, PointTransformerPreTrainedModel):
+    """Encoder + the official fine-tuning head on concat(CLS, max over patch tokens), in the submodule `classifier`;
+    `forward(points, labels=None)` (`models/classification.py`)."""
 
     def __init__(self, config: PointTransformerConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.point_transformer = PointTransformerModel(config)
-        self.classifier = ClassificationHead(
-            2 * config.hidden_size,
-            config.classifier_hidden_sizes,
-            config.num_labels,
-            config.classifier_batch_norm,
-            config.classifier_dropout,
-        )
+        self.classifier = ClassificationHead.from_config(config)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
         return self.point_transformer.get_input_embeddings()
-
-    def forward(
-        self,
-        points: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> PointClassifierOutput | tuple:
-        r"""
-        points: [B, N, num_channels] float point clouds.
-        labels: [B] class indices in [0, num_labels); when given, the output carries the cross-entropy loss.
-        """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.point_transformer(points, output_hidden_states=output_hidden_states, return_dict=True)
-        logits = self.classifier(outputs.pooler_output)
-        loss = classification_loss(logits, labels, self.config.label_smoothing)
-        output = PointClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, centres=outputs.centres
-        )
-        return output if return_dict else output.to_tuple()
 
 
 class PointTransformerDecoder(nn.Module):
