@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
-from ..layers import DropPath, FeedForward, init_common_weights, run_layers
+from ..layers import DropPath, FeedForward, run_layers
+from ..pretrained import FamilyPreTrainedModel
 from .configuration_imagebind_audio import ImageBindAudioConfig
 
 __all__ = [
@@ -171,28 +171,22 @@ class ImageBindAudioEncoder(nn.Module):
         return run_layers(self.layers, hidden_states, output_hidden_states, None)
 
 
-class ImageBindAudioPreTrainedModel(PreTrainedModel):
+class ImageBindAudioPreTrainedModel(FamilyPreTrainedModel):
     config_class = ImageBindAudioConfig
     config: ImageBindAudioConfig
     base_model_prefix = "imagebind_audio"
     main_input_name = "input_features"
     input_modalities = ("audio",)
-    supports_gradient_checkpointing = True
     _no_split_modules = ["ImageBindAudioLayer", "ImageBindAudioEmbeddings"]
-    _supports_sdpa = True
 
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if init_common_weights(module, std):
-            pass
-        elif isinstance(module, ImageBindAudioEmbeddings):
+    def _init_family_weights(self, module: nn.Module, std: float) -> None:
+        if isinstance(module, ImageBindAudioEmbeddings):
             init.trunc_normal_(module.cls_token, std=std)
             init.trunc_normal_(module.position_embeddings, std=std)
         elif isinstance(module, ImageBindAudioAttention) and module.bias_k is not None:
             init.trunc_normal_(module.bias_k, std=std)
             init.trunc_normal_(module.bias_v, std=std)
-        if isinstance(module, ImageBindAudioModelWithProjection):
+        elif isinstance(module, ImageBindAudioModelWithProjection):
             init.constant_(module.logit_scale, math.log(self.config.logit_scale))
 
 

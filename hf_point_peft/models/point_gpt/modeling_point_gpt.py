@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
@@ -29,10 +28,10 @@ from ..layers import (
     MiniPointNet,
     SelfAttention,
     group_cloud,
-    init_common_weights,
     run_layers,
 )
 from ..point_transformer.modeling_point_transformer import chamfer_l2
+from ..pretrained import FamilyPreTrainedModel
 from .configuration_point_gpt import PointGPTConfig
 
 __all__ = [
@@ -185,21 +184,13 @@ class PointGPTEmbeddings(nn.Module):
         return tokens, positions.to(tokens.dtype), centres, neighbourhoods
 
 
-class PointGPTPreTrainedModel(PreTrainedModel):
+class PointGPTPreTrainedModel(FamilyPreTrainedModel):
     config_class = PointGPTConfig
     config: PointGPTConfig
     base_model_prefix = "point_gpt"
-    main_input_name = "points"
-    input_modalities = ("points",)
-    supports_gradient_checkpointing = True
     _no_split_modules = ["PointGPTLayer", "PointGPTEmbeddings"]
-    _supports_sdpa = True
 
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if init_common_weights(module, std):
-            return
+    def _init_family_weights(self, module: nn.Module, std: float) -> None:
         if isinstance(module, PointGPTModel):
             init.normal_(module.sos_token, std=1.0)
             init.zeros_(module.sos_position)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
@@ -26,9 +25,9 @@ from ..layers import (
     MiniPointNet,
     SelfAttention,
     group_cloud,
-    init_common_weights,
     run_layers,
 )
+from ..pretrained import FamilyPreTrainedModel
 from .configuration_point_transformer import PointTransformerConfig
 
 __all__ = [
@@ -159,21 +158,13 @@ class PointTransformerEncoder(nn.Module):
         )
 
 
-class PointTransformerPreTrainedModel(PreTrainedModel):
+class PointTransformerPreTrainedModel(FamilyPreTrainedModel):
     config_class = PointTransformerConfig
     config: PointTransformerConfig
     base_model_prefix = "point_transformer"
-    main_input_name = "points"
-    input_modalities = ("points",)
-    supports_gradient_checkpointing = True
     _no_split_modules = ["PointTransformerLayer", "PointTransformerEmbeddings"]
-    _supports_sdpa = True
 
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if init_common_weights(module, std):
-            return
+    def _init_family_weights(self, module: nn.Module, std: float) -> None:
         if isinstance(module, PointTransformerDecoder):
             init.trunc_normal_(module.mask_token, std=std)
 
