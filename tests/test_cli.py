@@ -463,4 +463,3 @@ def test_method_names_in_other_spellings_are_accepted():
         assert parser.parse_args(["finetune", "--method", typed]).method == meant
         assert parser.parse_args(["benchmark", "--methods", typed]).methods == [meant]
     assert parser.parse_args(["convert", "c.pth", "--from", "point_prompt", "--out", "o"]).source == "point-prompt"
-

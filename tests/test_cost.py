@@ -133,4 +133,3 @@ def test_costs_measured_together_interleave_rounds_and_the_control_is_checked():
     assert off["reliable"] is False and f"{off['ratio']:.2f}" == "0.37"
     with pytest.raises(ValueError, match="rounds must be >= 1"):
         measure_together(specs, rounds=0)
-

@@ -643,3 +643,39 @@ def test_fresh_process_loads_a_non_default_adapter(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("case", cases(["point-prompt", "any2point"]))
+def test_tuner_level_modules_follow_the_active_adapter(case):
+    """Point-PEFT and Any2Point keep per-adapter modules on the tuner itself (prompt coordinates, shared geometry;
+    3D tokenizer, projections, head): like layer adapters, only the active adapter's train, inference mode freezes
+    them, and deleting an adapter removes its entries."""
+    model = case.peft_model(adapter_name="task_a")
+    case.add(model, "task_b", adapter_seed=2)
+    tuner = model.base_model
+
+    def trains(name: str) -> set[bool]:
+        flags = set()
+        for attr in tuner.tuner_adapter_dicts:
+            item = getattr(tuner, attr)[name]
+            params = [item] if isinstance(item, torch.nn.Parameter) else list(item.parameters())
+            flags |= {p.requires_grad for p in params}
+        return flags
+
+    assert trains("task_a") == {True} and trains("task_b") == {False}
+    model.set_adapter("task_b")
+    assert trains("task_a") == {False} and trains("task_b") == {True}
+    model.base_model.set_adapter("task_b", inference_mode=True)
+    assert trains("task_b") == {False}
+    model.delete_adapter("task_a")
+    for attr in (*tuner.tuner_adapter_dicts, *tuner.own_dtype_dicts):
+        assert "task_a" not in getattr(tuner, attr)
+
+
+def test_point_prompt_coordinates_frozen_when_not_learned():
+    case = CASES["point-prompt"]
+    base = case.build_base()
+    model = get_peft_model(base, PointPromptConfig(**PROMPT, learn_prompt_coords=False))
+    tuner = model.base_model
+    assert not tuner.point_prompt_coords["default"].requires_grad
+    assert all(p.requires_grad for p in tuner.point_prompt_geometry["default"].parameters())

@@ -121,4 +121,3 @@ def test_labels_without_class_names_are_refused_clearly(tmp_path):
     train = clouds(objects=12, copies=2).cast_column("label", Value("int64"))
     with pytest.raises(ValueError, match=r"not a datasets.ClassLabel.*cast_column"):
         _run(tmp_path, DatasetDict({"train": train, "test": train}), "plain-labels")
-

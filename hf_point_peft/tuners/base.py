@@ -165,6 +165,40 @@ class InputDependentTuner(AdapterNameFreeKeys, TunerModulesFollowBase, BaseTuner
         if len(names) > 1:
             self._check_several_active(names)
         super().set_adapter(adapter_name, inference_mode=inference_mode)
+        self._sync_tuner_modules(inference_mode)
+
+    # ---------------------------------------------------------------- tuner-level per-adapter modules
+    # peft manages the adapters inside tuner layers; the containers named in `tuner_adapter_dicts` and
+    # `own_dtype_dicts` (`placement.py`) live on the tuner itself, so their trainability and deletion are done here,
+    # in one place for every method
+    def _tuner_entry_trains(self, attr: str, config) -> bool:
+        """Whether the active, non-inference adapter's entry of container `attr` trains (a method may hold some
+        entries frozen by a config switch)."""
+        return True
+
+    def _sync_tuner_modules(self, inference_mode: bool = False) -> None:
+        """requires_grad of every tuner-level entry: on for the active adapters not in inference mode (their config's
+        or `set_adapter(..., inference_mode=True)`), else off."""
+        active = set() if inference_mode else set(self.active_adapters)
+        for attr in self.tuner_adapter_dicts:
+            for name, item in getattr(self, attr, {}).items():
+                config = self.peft_config.get(name)
+                trains = (
+                    name in active
+                    and config is not None
+                    and not config.inference_mode
+                    and self._tuner_entry_trains(attr, config)
+                )
+                if isinstance(item, nn.Parameter):
+                    item.requires_grad = trains
+                else:
+                    item.requires_grad_(trains)
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)
+        for _, container in list(self._tuner_items(adapter_name)):
+            del container[adapter_name]
+        self._sync_tuner_modules()
 
     def _check_several_active(self, names: list[str]) -> None:
         """Several active adapters must be able to share one forward; otherwise say what to do instead."""
@@ -347,10 +381,17 @@ class PointTuner(InputDependentTuner):
                     f"target block {current_key!r} ({type(target).__name__}) has no submodule {peft_config.block_norm!r}; "
                     "set block_norm to the name of its LayerNorm before the FFN"
                 )
-            new_module = self.block_layer_cls(target, adapter_name, peft_config, key=current_key)
+            new_module = self.block_layer_cls(
+                target, adapter_name, peft_config, key=current_key, **self._layer_kwargs()
+            )
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
+
+    def _layer_kwargs(self) -> dict:
+        """Further constructor arguments of the block layers: references to tuner-level modules (as `vera` hands its
+        shared projections to its layers)."""
+        return {}
 
     def _create_extra(self, peft_config, adapter_name, target, target_name, parent, current_key) -> bool:
         """Subclasses wrap other targets (e.g. the final norm) here; return True when `target` was handled."""

@@ -209,6 +209,7 @@ class Any2PointLayerWrapper(FollowsBase, nn.Module, Any2PointLayer):
         config: Any2PointConfig,
         attach: str,
         width: int,
+        shared=None,
     ):
         super().__init__()
         self.base_layer = base_layer
@@ -216,7 +217,7 @@ class Any2PointLayerWrapper(FollowsBase, nn.Module, Any2PointLayer):
         self.any2point_bottleneck = nn.ModuleDict()
         self.any2point_norms = nn.ModuleDict()
         self.any2point_settings: dict[str, Any2PointConfig] = {}
-        object.__setattr__(self, "shared", None)  # set by the tuner: plain references to tuner-level modules
+        self.shared = shared  # the tuner's per-view attention and norms (a plain object: never registered)
         self.attach = attach
         parent, name = _attach_parent(base_layer, attach)
         if not isinstance(getattr(parent, name), AttachPoint):

@@ -127,10 +127,7 @@ class Any2PointModel(InputDependentTuner):
             self._create_tuner_modules(model, adapter_name, config)
         self._move_adapter_to_device_of_base_layer(adapter_name)
         super().inject_adapter(model, adapter_name, **kwargs)
-        for module in model.modules():
-            if isinstance(module, Any2PointLayerWrapper):
-                object.__setattr__(module, "shared", self.__dict__["_a2p_shared"])
-        self._sync_requires_grad()
+        self._sync_tuner_modules()
 
     def _create_tuner_modules(self, model: nn.Module, adapter_name: str, config) -> None:
         """The adapter's tokenizer, projection, cls token, per-view local attention and norms, final norm and head
@@ -168,13 +165,15 @@ class Any2PointModel(InputDependentTuner):
             target.update_layer(adapter_name, config)
             return
         recipe = get_recipe(self.model)
-        new_module = Any2PointLayerWrapper(target, adapter_name, config, recipe.attach, self.model.config.hidden_size)
+        new_module = Any2PointLayerWrapper(
+            target, adapter_name, config, recipe.attach, self.model.config.hidden_size, self.__dict__["_a2p_shared"]
+        )
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
 
     # ---------------------------------------------------------------- adapters on / off / deleted
-    tuner_adapter_dicts = _TUNER_DICTS = (
+    tuner_adapter_dicts = (
         "any2point_tokenizer",
         "any2point_proj",
         "any2point_cls",
@@ -183,25 +182,6 @@ class Any2PointModel(InputDependentTuner):
         "any2point_final_norm",
         "any2point_head",
     )
-
-    def _sync_requires_grad(self) -> None:
-        active = set(self.active_adapters)
-        for attr in self._TUNER_DICTS:
-            for name, module in getattr(self, attr).items():
-                config = self.peft_config.get(name)
-                module.requires_grad_(name in active and config is not None and not config.inference_mode)
-
-    def set_adapter(self, adapter_name, inference_mode: bool = False) -> None:
-        super().set_adapter(adapter_name, inference_mode=inference_mode)
-        self._sync_requires_grad()
-
-    def delete_adapter(self, adapter_name: str) -> None:
-        super().delete_adapter(adapter_name)
-        for attr in self._TUNER_DICTS:
-            container = getattr(self, attr)
-            if adapter_name in container:
-                del container[adapter_name]
-        self._sync_requires_grad()
 
     def unload(self) -> nn.Module:
         model = self.model

@@ -259,6 +259,7 @@ class PointPromptBlock(FollowsBase, nn.Module, PointPromptLayer):
         adapter_name: str,
         config: PointPromptConfig,
         key: str = "",
+        shared: PromptShared | None = None,
     ):
         super().__init__()
         match = re.search(r"\.(\d+)$", key)
@@ -276,7 +277,7 @@ class PointPromptBlock(FollowsBase, nn.Module, PointPromptLayer):
         for name in self.adapter_layer_names:
             setattr(self, name, nn.ModuleDict())
         self.point_prompt_settings: dict[str, PointPromptConfig] = {}
-        object.__setattr__(self, "shared", None)  # set by the tuner: plain references, never registered
+        self.shared = shared  # the tuner's per-adapter modules and settings (a plain object: never registered)
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, config)
 

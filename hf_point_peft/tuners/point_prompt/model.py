@@ -93,10 +93,10 @@ class PointPromptModel(PointTuner):
                 )
         shared.settings[adapter_name] = config
         super().inject_adapter(model, adapter_name, **kwargs)
-        for module in model.modules():
-            if isinstance(module, PointPromptBlock):
-                object.__setattr__(module, "shared", shared)
-        self._sync_shared_requires_grad()
+        self._sync_tuner_modules()
+
+    def _layer_kwargs(self) -> dict:
+        return {"shared": self._shared_state()}
 
     def _extra_targets(self, peft_config) -> set[str]:
         if not peft_config.bias_tuning:
@@ -129,28 +129,12 @@ class PointPromptModel(PointTuner):
         return result
 
     # ---------------------------------------------------------------- adapters on / off / deleted
-    def _sync_shared_requires_grad(self) -> None:
-        active = set(self.active_adapters)
-        for name, param in self.point_prompt_coords.items():
-            config = self.peft_config.get(name)
-            param.requires_grad = (
-                name in active and config is not None and config.learn_prompt_coords and not config.inference_mode
-            )
-        for name, module in self.point_prompt_geometry.items():
-            config = self.peft_config.get(name)
-            module.requires_grad_(name in active and config is not None and not config.inference_mode)
-
-    def set_adapter(self, adapter_name, inference_mode: bool = False) -> None:
-        super().set_adapter(adapter_name, inference_mode=inference_mode)
-        self._sync_shared_requires_grad()
+    def _tuner_entry_trains(self, attr: str, config) -> bool:
+        return attr != "point_prompt_coords" or config.learn_prompt_coords
 
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
-        for container in (self.point_prompt_coords, self.point_prompt_geometry, self.point_prompt_bank):
-            if adapter_name in container:
-                del container[adapter_name]
         self._shared_state().settings.pop(adapter_name, None)
-        self._sync_shared_requires_grad()
 
     # ---------------------------------------------------------------- the memory bank
     def query_features(self, points: torch.Tensor) -> torch.Tensor:
