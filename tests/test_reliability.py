@@ -510,6 +510,27 @@ def test_add_adapter_matching_no_block_leaves_no_trace():
         assert torch.equal(model(points=POINTS).logits, reference)
 
 
+def test_any2point_refused_targets_leave_source_and_tuner_untouched():
+    """Any2Point checks its layers before it creates the adapter's tokenizer, projections and head, and installs the
+    point entry only after the injection: a refused get_peft_model or add_adapter leaves nothing behind."""
+    source = tiny_bert(seed=1).eval()
+    before = fingerprint(source)
+    with pytest.raises(ValueError, match=r"Any2Point: target_modules=\['nothing'\].*matched no layer of BertModel"):
+        get_peft_model(source, Any2PointConfig(**A2P, target_modules=["nothing"]))
+    after = fingerprint(source)
+    assert "forward" not in source.__dict__
+    assert {k: after[k] for k in ("modules", "hooks", "attributes", "requires_grad")} == {
+        k: before[k] for k in ("modules", "hooks", "attributes", "requires_grad")
+    }
+    model = get_peft_model(source, Any2PointConfig(**A2P))
+    with pytest.raises(ValueError, match="matched no layer"):
+        model.add_adapter("other", Any2PointConfig(**A2P, target_modules=["nothing"]))
+    assert "other" not in model.peft_config
+    tuner = model.base_model
+    for attr in tuner.tuner_adapter_dicts:
+        assert list(getattr(tuner, attr)) == ["default"], attr
+
+
 def test_bad_block_norm_after_the_hook_is_installed_leaves_the_base_untouched():
     base, before, output = base_with_reference(lambda: tiny_base(seed=1), POINTS)
     with pytest.raises(ValueError, match="has no submodule 'ln_missing'"):

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import copy
 import re
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, _ExcludedModule, check_target_module_exists
+from peft.utils import _get_submodules
+from peft.utils.integrations import init_empty_weights
 from peft.utils.other import AuxiliaryTrainingWrapper
 from torch import nn
 
-from .backbones import find_module, get_backbone, model_width
+from .backbones import POINT_BACKBONES, find_module, get_backbone, model_width
 from .keys import AdapterNameFreeKeys
 from .mixed_batch import check_adapter_names, mixed_batch_hooks
 from .placement import TunerModulesFollowBase
@@ -88,64 +90,50 @@ def require_geometry(point_geometry, layer: nn.Module):
     return point_geometry
 
 
-class _BaseModelSnapshot:
-    """What creating a tuner may change on the base model, to put back when the creation fails: every module's
-    children (adapter wrappers, modules_to_save wrappers), forward hooks and pre-hooks (Any2Point's attach
-    hooks), instance attributes of the model itself (Any2Point's `forward` entry) and each parameter's
-    `requires_grad`. Parameter and buffer values are never written by an injection, so they are not copied."""
-
-    _HOOK_DICTS = (
-        "_forward_hooks",
-        "_forward_pre_hooks",
-        "_forward_hooks_with_kwargs",
-        "_forward_hooks_always_called",
-        "_forward_pre_hooks_with_kwargs",
-    )
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.modules = [
-            (m, dict(m._modules), {n: dict(getattr(m, n, {})) for n in self._HOOK_DICTS}) for m in model.modules()
-        ]
-        self.attributes = dict(model.__dict__)
-        self.requires_grad = [(p, p.requires_grad) for p in model.parameters()]
-
-    def restore(self) -> None:
-        for module, children, hooks in self.modules:
-            module._modules.clear()
-            module._modules.update(children)
-            for name, saved in hooks.items():
-                current = getattr(module, name, None)
-                if current is not None:
-                    current.clear()
-                    current.update(saved)
-        for key in [k for k in self.model.__dict__ if k not in self.attributes]:
-            del self.model.__dict__[key]
-        for key, value in self.attributes.items():
-            if self.model.__dict__.get(key) is not value:
-                self.model.__dict__[key] = value
-        for param, flag in self.requires_grad:
-            param.requires_grad_(flag)
-
-
 class InputDependentTuner(AdapterNameFreeKeys, TunerModulesFollowBase, BaseTuner):
-    """A peft tuner whose adapters depend on the input: merging is refused early with a pointer to `unload()`, saved
-    keys do not depend on the adapter name and a key that does not load is an error (`keys.py`), and
-    modules are swapped without peft's assumption that every wrapped module has a `weight`. If creating the tuner
-    fails (a width or model-type mismatch, targets that match nothing, ...), the base model is put back exactly as
-    it was, so a failed `get_peft_model` / `PeftModel.from_pretrained` leaves no wrapper or hook behind."""
+    """A peft tuner whose adapters depend on the input: merging is refused (peft's `_check_merge_allowed`, which
+    `merge_adapter` and `merge_and_unload` call first) with a pointer to `unload()`, saved keys do not depend on the
+    adapter name and a key that does not load is an error (`keys.py`), and modules are swapped without peft's
+    assumption that every wrapped module has a `weight`.
 
+    Everything that can refuse an adapter (width, model type, targets that match nothing, a block without the
+    expected norm, ...) is checked in `_prepare_adapter_config` / `_prepare_model`, which peft runs before it changes
+    anything: a failed `get_peft_model` / `PeftModel.from_pretrained` / `add_adapter` leaves the base as it was.
+
+    The overrides of peft below each say why they exist."""
+
+    # the tuner object holds what the layers share (Point-PEFT's prompt state, Any2Point's tokenizer and head), so
+    # peft's bare `inject_adapter_in_model`, which keeps the model and drops the tuner, is refused with a pointer to
+    # get_peft_model
     uses_shared_state = True
-    target_module_mapping: dict = {}
+    target_module_mapping: dict = {}  # model_type -> the blocks' full-match pattern (filled by each tuner)
     method_name = "point"
 
-    def __init__(self, model: nn.Module, peft_config, adapter_name: str, **kwargs) -> None:
-        snapshot = _BaseModelSnapshot(model)
-        try:
-            super().__init__(model, peft_config, adapter_name, **kwargs)
-        except Exception:
-            snapshot.restore()
-            raise
+    def _check_target_module_exists(self, peft_config, key: str):
+        """peft's matching, except for `layers_to_transform`: peft's index regex needs a child after the layer index,
+        and the targets here are the indexed layers themselves."""
+        plain = copy.copy(peft_config)
+        plain.layers_to_transform = None
+        result = check_target_module_exists(plain, key)
+        if result and not isinstance(result, _ExcludedModule) and peft_config.layers_to_transform is not None:
+            layers = peft_config.layers_to_transform
+            layers = [layers] if isinstance(layers, int) else layers
+            match = re.search(r"\.(\d+)$", key)
+            if match is None or int(match.group(1)) not in layers:
+                return False
+        return result
+
+    def _matched_targets(self, peft_config, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        """The modules peft's loop will hand to `_create_and_replace` (outside existing tuner layers)."""
+        inside = [name + "." for name, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
+        matched = []
+        for key, module in model.named_modules():
+            if not key or any(key.startswith(prefix) for prefix in inside):
+                continue
+            result = self._check_target_module_exists(peft_config, key)
+            if result and not isinstance(result, _ExcludedModule):
+                matched.append((key, module))
+        return matched
 
     def _replace_module(self, parent, child_name, new_module, child) -> None:
         """Swap `child` for `new_module`. The layers place their own adapter weights when they create them (device
@@ -155,12 +143,13 @@ class InputDependentTuner(AdapterNameFreeKeys, TunerModulesFollowBase, BaseTuner
         here: a block or BatchNorm of the base, or a weight-less module (the head Sequential, the cls-token module)."""
         setattr(parent, child_name, new_module)
 
-    def _check_merge_allowed(self):
+    def _check_merge_allowed(self):  # peft's hook: every merge path asks it first
         raise ValueError(_NOT_MERGEABLE.format(name=self.method_name))
 
     one_adapter_per_forward = False  # Point-PEFT, Any2Point: their adapters cannot be active together
 
     def set_adapter(self, adapter_name, inference_mode: bool = False) -> None:
+        """peft's, after refusing active-adapter sets that cannot share a forward; then the tuner-level modules."""
         names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
         if len(names) > 1:
             self._check_several_active(names)
@@ -195,6 +184,7 @@ class InputDependentTuner(AdapterNameFreeKeys, TunerModulesFollowBase, BaseTuner
                     item.requires_grad_(trains)
 
     def delete_adapter(self, adapter_name: str) -> None:
+        """peft's (layers, modules_to_save), then the tuner-level entries, which peft does not know."""
         super().delete_adapter(adapter_name)
         for _, container in list(self._tuner_items(adapter_name)):
             del container[adapter_name]
@@ -243,21 +233,20 @@ class InputDependentTuner(AdapterNameFreeKeys, TunerModulesFollowBase, BaseTuner
         with mixed_batch_hooks(self.model, self.tuner_layer_cls, names):
             yield
 
-    def merge_and_unload(self, *args, **kwargs):
-        raise ValueError(_NOT_MERGEABLE.format(name=self.method_name))
-
-    def merge_adapter(self, *args, **kwargs) -> None:
-        raise ValueError(_NOT_MERGEABLE.format(name=self.method_name))
-
 
 class PointTuner(InputDependentTuner):
-    """Subclasses set `prefix`, `tuner_layer_cls`, `block_layer_cls`, `bn_layer_cls` and `method_name`."""
+    """Subclasses set `prefix`, `tuner_layer_cls`, `block_layer_cls`, `bn_layer_cls` and `method_name`.
+
+    peft matches and wraps the blocks (so its own matching and errors apply); the tokenizer's frozen BatchNorms
+    (per-adapter running statistics) and a method's extra modules (Point-PEFT's final norm) are not injection
+    targets: `inject_adapter` wraps them in a pass of their own after peft's."""
 
     block_layer_cls: type[nn.Module]
     bn_layer_cls: type[nn.Module]
     method_name = "point"
+    target_module_mapping = {name: backbone.layers_pattern() for name, backbone in POINT_BACKBONES.items()}
 
-    # ---------------------------------------------------------------- config resolution
+    # ---------------------------------------------------------------- config resolution and checks (nothing changed)
     def _prepare_adapter_config(self, peft_config, model_config: dict):
         model_type = model_config.get("model_type")
         backbone = get_backbone(model_type)
@@ -281,8 +270,6 @@ class PointTuner(InputDependentTuner):
                 f"num_labels={peft_config.base_num_labels}"
             )
         if backbone is None and (peft_config.target_modules is None or peft_config.tokenizer_module is None):
-            from .backbones import POINT_BACKBONES
-
             raise ValueError(
                 f"{self.method_name} knows the model types {sorted(POINT_BACKBONES)}; for model_type {model_type!r} "
                 "set target_modules (the blocks), tokenizer_module (the module returning the token centres) and "
@@ -290,7 +277,7 @@ class PointTuner(InputDependentTuner):
             )
         if backbone is not None:
             if peft_config.target_modules is None:
-                peft_config.target_modules = backbone.layers_pattern()
+                peft_config.target_modules = self.target_module_mapping[model_type]
             if peft_config.modules_to_save is None:
                 peft_config.modules_to_save = backbone.default_modules_to_save()
             if peft_config.num_prefix_tokens is None:
@@ -305,94 +292,80 @@ class PointTuner(InputDependentTuner):
         return peft_config
 
     def _prepare_model(self, peft_config, model: nn.Module) -> None:
+        """peft's hook before its matching loop: find the tokenizer's BatchNorms and check every matched block."""
         backbone = get_backbone(getattr(getattr(model, "config", None), "model_type", None))
         if peft_config.tokenizer_module is None:
             peft_config.tokenizer_module = find_module(model, backbone.tokenizer)[0]
         name, tokenizer = find_module(model, peft_config.tokenizer_module)
         peft_config.tokenizer_module = name
-        self._bn_targets = {
+        wrapped = [sub + "." for sub, module in tokenizer.named_modules() if isinstance(module, self.bn_layer_cls)]
+        self._statistics_targets = sorted(
             f"{name}.{sub}" if sub else name
             for sub, module in tokenizer.named_modules()
             if isinstance(module, self.bn_layer_cls)  # already wrapped for an earlier adapter
-            or (isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats)
-        }
-
-    # ---------------------------------------------------------------- matching
-    def _check_target_module_exists(self, peft_config, key: str):
-        plain = copy.copy(peft_config)
-        plain.layers_to_transform = None  # peft's layer-index regex needs a child after the index; ours end there
-        result = check_target_module_exists(plain, key)
-        if result and not isinstance(result, _ExcludedModule) and peft_config.layers_to_transform is not None:
-            match = re.search(r"\.(\d+)$", key)
-            if match is None or int(match.group(1)) not in peft_config.layers_to_transform:
-                return False
-        if not result and (key in getattr(self, "_bn_targets", ()) or key in self._extra_targets(peft_config)):
-            return True
-        return result
-
-    def inject_adapter(self, model: nn.Module, adapter_name: str, **kwargs) -> None:
-        super().inject_adapter(model, adapter_name, **kwargs)
-        # the tokenizer's BatchNorms always match, so peft's "no target found" check cannot see a block pattern that
-        # matches nothing: without this, such an adapter would silently adapt no block at all
-        wrapped = any(
-            isinstance(m, self.block_layer_cls)
-            and any(adapter_name in getattr(m, n, ()) for n in m.adapter_layer_names)
-            for m in model.modules()
+            or (
+                isinstance(module, nn.modules.batchnorm._BatchNorm)
+                and module.track_running_stats
+                and not any(sub.startswith(prefix) for prefix in wrapped)  # the BatchNorm inside such a wrapper
+            )
         )
-        if not wrapped:
-            config = self.peft_config[adapter_name]
-            # leave no trace of the refused adapter (peft rolls back only its config): an `add_adapter` on a model
-            # with other adapters would otherwise keep its entries in the tokenizer's BatchNorm wrappers
-            remaining = [name for name in self.active_adapters if name != adapter_name]
-            for module in model.modules():
-                if isinstance(module, BaseTunerLayer) and any(
-                    adapter_name in getattr(module, attr, {})
-                    for attr in (*module.adapter_layer_names, *module.other_param_names)
-                ):
-                    module.delete_adapter(adapter_name)
-                elif isinstance(module, AuxiliaryTrainingWrapper):  # modules_to_save copies (head, cls token)
-                    module.delete_adapter(adapter_name, new_active_adapters=remaining or None)
+        self._check_blocks(peft_config, self._matched_targets(peft_config, model), model)
+
+    def _check_blocks(self, peft_config, blocks: list[tuple[str, nn.Module]], model: nn.Module) -> None:
+        """At least one block, and each one wrappable (peft would otherwise wrap some blocks before failing)."""
+        if not blocks:
             raise ValueError(
-                f"{self.method_name}: target_modules={config.target_modules!r} (layers_to_transform="
-                f"{config.layers_to_transform!r}) matched no transformer block of {type(model).__name__}; name the "
+                f"{self.method_name}: target_modules={peft_config.target_modules!r} (layers_to_transform="
+                f"{peft_config.layers_to_transform!r}) matched no transformer block of {type(model).__name__}; name the "
                 "blocks to adapt, or leave target_modules=None for a known model family"
             )
+        for key, block in blocks:
+            if isinstance(block, self.block_layer_cls):
+                continue
+            if peft_config.block_norm is not None and not isinstance(
+                getattr(block, peft_config.block_norm, None), nn.Module
+            ):
+                raise ValueError(
+                    f"target block {key!r} ({type(block).__name__}) has no submodule {peft_config.block_norm!r}; "
+                    "set block_norm to the name of its LayerNorm before the FFN"
+                )
+
+    # ---------------------------------------------------------------- wrapping
+    def inject_adapter(self, model: nn.Module, adapter_name: str, **kwargs) -> None:
+        """peft's injection (the blocks), then the pass of the statistics and extra modules."""
+        super().inject_adapter(model, adapter_name, **kwargs)
+        config = self.peft_config[adapter_name]
+        with init_empty_weights() if kwargs.get("low_cpu_mem_usage") else nullcontext():
+            for key in [*self._statistics_targets, *sorted(self._extra_targets(config))]:
+                parent, target, target_name = _get_submodules(model, key)
+                self._wrap_other(config, adapter_name, target, target_name, parent, key)
+                if key not in self.targeted_module_names:
+                    self.targeted_module_names.append(key)
+
+    def _wrap_other(self, config, adapter_name, target, target_name, parent, key) -> None:
+        """A tokenizer BatchNorm gets the method's statistics layer; subclasses wrap their extra modules."""
+        if isinstance(target, self.bn_layer_cls):
+            target.update_layer(adapter_name, config.backbone_bn_stats)
+            return
+        new_module = self.bn_layer_cls(target, adapter_name, config.backbone_bn_stats)
+        if adapter_name not in self.active_adapters:
+            new_module.requires_grad_(False)
+        self._replace_module(parent, target_name, new_module, target)
 
     def _extra_targets(self, peft_config) -> set[str]:
         """Full names of further modules to wrap besides the blocks and the tokenizer's BatchNorms."""
         return set()
-
-    def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key, **kwargs):
-        if isinstance(target, self.bn_layer_cls):
-            target.update_layer(adapter_name, peft_config.backbone_bn_stats)
-            return
-        if isinstance(target, self.block_layer_cls):
-            target.update_layer(adapter_name, peft_config)
-            return
-        if self._create_extra(peft_config, adapter_name, target, target_name, parent, current_key):
-            return
-        if isinstance(target, nn.modules.batchnorm._BatchNorm):
-            new_module = self.bn_layer_cls(target, adapter_name, peft_config.backbone_bn_stats)
-        else:
-            if peft_config.block_norm is not None and not isinstance(
-                getattr(target, peft_config.block_norm, None), nn.Module
-            ):
-                raise ValueError(
-                    f"target block {current_key!r} ({type(target).__name__}) has no submodule {peft_config.block_norm!r}; "
-                    "set block_norm to the name of its LayerNorm before the FFN"
-                )
-            new_module = self.block_layer_cls(
-                target, adapter_name, peft_config, key=current_key, **self._layer_kwargs()
-            )
-        if adapter_name not in self.active_adapters:
-            new_module.requires_grad_(False)
-        self._replace_module(parent, target_name, new_module, target)
 
     def _layer_kwargs(self) -> dict:
         """Further constructor arguments of the block layers: references to tuner-level modules (as `vera` hands its
         shared projections to its layers)."""
         return {}
 
-    def _create_extra(self, peft_config, adapter_name, target, target_name, parent, current_key) -> bool:
-        """Subclasses wrap other targets (e.g. the final norm) here; return True when `target` was handled."""
-        return False
+    def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key, **kwargs):
+        if isinstance(target, self.block_layer_cls):
+            target.update_layer(adapter_name, peft_config)
+            return
+        new_module = self.block_layer_cls(target, adapter_name, peft_config, key=current_key, **self._layer_kwargs())
+        if adapter_name not in self.active_adapters:
+            new_module.requires_grad_(False)
+        self._replace_module(parent, target_name, new_module, target)

@@ -8,7 +8,6 @@ import re
 from contextlib import contextmanager, nullcontext
 
 import torch
-from peft.tuners.tuners_utils import _ExcludedModule, check_target_module_exists
 from peft.utils.integrations import init_empty_weights
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
@@ -71,7 +70,6 @@ class Any2PointModel(InputDependentTuner):
         self.any2point_final_norm = nn.ModuleDict()
         self.any2point_head = nn.ModuleDict()
         self.__dict__["_a2p_shared"] = _Shared(self.any2point_local_attn, self.any2point_view_norm)
-        model.forward = PointEntry(self)
 
     def _prepare_adapter_config(self, config, model_config: dict):
         recipe = get_recipe(self.model)
@@ -108,26 +106,37 @@ class Any2PointModel(InputDependentTuner):
         config.source_hidden_size = width
         return config
 
-    def _check_target_module_exists(self, config, key: str):
-        plain = copy.copy(config)
-        plain.layers_to_transform = None
-        result = check_target_module_exists(plain, key)
-        if result and not isinstance(result, _ExcludedModule) and config.layers_to_transform is not None:
-            match = re.search(r"\.(\d+)$", key)
-            layers = config.layers_to_transform
-            layers = [layers] if isinstance(layers, int) else layers
-            if match is None or int(match.group(1)) not in layers:
-                return False
-        return result
-
     def inject_adapter(self, model: nn.Module, adapter_name: str, **kwargs) -> None:
+        """Checks first, so that a refused adapter leaves nothing behind; then the adapter's tuner-level modules,
+        peft's injection of the layer wrappers, and the point entry (once, with the first adapter)."""
         config = self.peft_config[adapter_name]
         self._prepare_adapter_config(config, model.config.to_dict())
+        self._check_layers(config, model)
         with init_empty_weights() if kwargs.get("low_cpu_mem_usage") else nullcontext():
             self._create_tuner_modules(model, adapter_name, config)
         self._move_adapter_to_device_of_base_layer(adapter_name)
         super().inject_adapter(model, adapter_name, **kwargs)
+        if not isinstance(model.__dict__.get("forward"), PointEntry):
+            model.forward = PointEntry(self)  # why an instance entry: README, section Layout
         self._sync_tuner_modules()
+
+    def _check_layers(self, config, model: nn.Module) -> None:
+        """The config matches at least one source layer, and each has the recipe's attach sub-module."""
+        layers = self._matched_targets(config, model)
+        if not layers:
+            raise ValueError(
+                f"Any2Point: target_modules={config.target_modules!r} (layers_to_transform="
+                f"{config.layers_to_transform!r}) matched no layer of {type(model).__name__}; leave target_modules=None "
+                "for a supported source"
+            )
+        attach = get_recipe(model).attach
+        for key, layer in layers:
+            try:
+                get_module(layer.base_layer if isinstance(layer, Any2PointLayerWrapper) else layer, attach)
+            except AttributeError:
+                raise ValueError(
+                    f"Any2Point: layer {key!r} ({type(layer).__name__}) has no sub-module {attach!r} for the bottleneck"
+                ) from None
 
     def _create_tuner_modules(self, model: nn.Module, adapter_name: str, config) -> None:
         """The adapter's tokenizer, projection, cls token, per-view local attention and norms, final norm and head
@@ -184,6 +193,7 @@ class Any2PointModel(InputDependentTuner):
     )
 
     def unload(self) -> nn.Module:
+        """peft's, and the point entry goes (peft does not know it)."""
         model = self.model
         model.__dict__.pop("forward", None)
         return super().unload()

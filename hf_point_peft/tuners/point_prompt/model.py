@@ -8,6 +8,7 @@ from contextlib import nullcontext
 
 import torch
 from peft.tuners._buffer_dict import BufferDict
+from peft.tuners.tuners_utils import _ExcludedModule
 from peft.utils.integrations import init_empty_weights
 from torch import nn
 
@@ -107,24 +108,23 @@ class PointPromptModel(PointTuner):
         name, module = find_module(self.model, prefix + final)
         return {name} if isinstance(module, (nn.LayerNorm, PointPromptNorm)) else set()
 
-    def _create_extra(self, peft_config, adapter_name, target, target_name, parent, current_key) -> bool:
-        if isinstance(target, PointPromptNorm):
+    def _wrap_other(self, config, adapter_name, target, target_name, parent, key) -> None:
+        """The final norm (with `bias_tuning`) gets its per-adapter deltas; BatchNorms their statistics."""
+        if key not in self._extra_targets(config):
+            super()._wrap_other(config, adapter_name, target, target_name, parent, key)
+        elif isinstance(target, PointPromptNorm):
             target.update_layer(adapter_name)
-            return True
-        if isinstance(target, nn.LayerNorm) and current_key in self._extra_targets(peft_config):
+        else:
             new_module = PointPromptNorm(target, adapter_name)
             if adapter_name not in self.active_adapters:
                 new_module.requires_grad_(False)
             self._replace_module(parent, target_name, new_module, target)
-            return True
-        return False
 
     def _check_target_module_exists(self, peft_config, key: str):
+        """Only indexed layers are blocks (a Point-PEFT block reads its depth from its name): anything else a pattern
+        matches, such as the final norm (wrapped in the pass of its own), is not an injection target."""
         result = super()._check_target_module_exists(peft_config, key)
-        # an explicit block list may not name the final norm; the blocks pattern must not match it either
-        if result and key in self._extra_targets(peft_config):
-            return True
-        if result and not re.search(r"\.\d+$", key) and key not in getattr(self, "_bn_targets", ()):
+        if result and not isinstance(result, _ExcludedModule) and not re.search(r"\.\d+$", key):
             return False
         return result
 
