@@ -18,7 +18,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,8 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from ..data import PointCloudCollator, train_validation_split, validation_grouping
-from ..errors import SettingError
 from ..models.layers import BatchNorm1d
+from .arguments import TrainingArguments
 from .checkpoint import (
     atomic_directory,
     prune_checkpoints,
@@ -46,60 +46,6 @@ from .progress import Clock
 __all__ = ["TrainingArguments", "build_optimizer", "cosine_with_warmup", "end_trackers", "start_trackers", "train"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainingArguments:
-    """Knobs of the loop. Defaults follow the official recipes (AdamW 5e-4, wd 0.05, clip 10, cosine, 10 warm-up
-    epochs out of 300), scaled by `epochs`."""
-
-    output_dir: str = "outputs/run"
-    epochs: int = 10
-    batch_size: int = 32  # global batch (split across processes)
-    eval_batch_size: int = 64
-    learning_rate: float = 5e-4
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    min_learning_rate: float = 1e-6
-    max_grad_norm: float = 10.0
-    gradient_accumulation_steps: int = 1
-    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
-    seed: int = 0
-    num_points: int = 1024
-    point_all_ratio: float = 1200 / 1024
-    augmentation: str = "scale_translate"
-    validation_fraction: float = 0.1
-    validation_group_by: str | None = None  # column whose equal values are one object (data/splits.py)
-    vote: int = 0
-    num_workers: int = 0
-    resume: bool = False
-    overwrite_output_dir: bool = False  # without resume: delete an earlier run's checkpoints instead of refusing
-    keep_checkpoints: int = 2
-    sync_batchnorm: bool = True
-    max_steps_per_epoch: int | None = None
-    cpu: bool = False
-    progress: bool = True
-    report_to: list[str] = field(default_factory=list)  # Accelerate experiment trackers ("tensorboard", "wandb", ...)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        checks = {
-            "epochs": (self.epochs >= 1, "must be >= 1"),
-            "batch_size": (self.batch_size >= 1, "must be >= 1"),
-            "eval_batch_size": (self.eval_batch_size >= 1, "must be >= 1"),
-            "learning_rate": (self.learning_rate > 0, "must be > 0"),
-            "weight_decay": (self.weight_decay >= 0, "must be >= 0"),
-            "warmup_epochs": (0 <= self.warmup_epochs <= self.epochs, f"must be between 0 and epochs ({self.epochs})"),
-            "gradient_accumulation_steps": (self.gradient_accumulation_steps >= 1, "must be >= 1"),
-            "num_points": (self.num_points >= 1, "must be >= 1"),
-            "point_all_ratio": (self.point_all_ratio >= 1.0, "must be >= 1"),
-            "validation_fraction": (0 < self.validation_fraction < 1, "must be between 0 and 1"),
-            "vote": (self.vote >= 0, "must be >= 0"),
-            "mixed_precision": (self.mixed_precision in ("no", "bf16", "fp16"), "must be no, bf16 or fp16"),
-        }
-        for name, (ok, reason) in checks.items():
-            if not ok:
-                raise SettingError(name, getattr(self, name), f"invalid training argument: {reason}")
 
 
 class EpochShuffleSampler(Sampler[int]):

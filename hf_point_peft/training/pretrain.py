@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ..cards import build_backbone_card, write_backbone_card
 from ..data import PointCloudCollator, load_point_dataset
 from ..models import PointTransformerConfig, PointTransformerForMaskedModeling
+from .arguments import RunArguments
 from .checkpoint import (
     atomic_directory,
     result_settings,
@@ -52,29 +53,19 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class PretrainJob:
-    dataset: str = "synthetic"
-    data_path: str | None = None
-    dataset_options: dict[str, Any] = field(default_factory=dict)
-    model_config: dict[str, Any] = field(default_factory=dict)
+class PretrainJob(RunArguments):
+    """A masked-modeling pre-training run: the run settings of `RunArguments` with pre-training's defaults, plus
+    the data, the encoder's config and its model card's name and command."""
+
     output_dir: str = "outputs/pretrain"
     epochs: int = 30
     batch_size: int = 64
     learning_rate: float = 1e-3
-    weight_decay: float = 0.05
     warmup_epochs: float = 3.0
-    min_learning_rate: float = 1e-6
-    max_grad_norm: float = 10.0
-    num_points: int = 1024
-    augmentation: str = "scale_translate"
-    mixed_precision: str = "no"
-    seed: int = 0
-    resume: bool = False
-    overwrite_output_dir: bool = False  # without resume: delete an earlier run's checkpoints instead of refusing
-    keep_checkpoints: int = 2
-    cpu: bool = False
-    progress: bool = True
-    report_to: list[str] = field(default_factory=list)  # Accelerate experiment trackers
+    dataset: str = "synthetic"
+    data_path: str | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    model_config: dict[str, Any] = field(default_factory=dict)
     command: str | None = None  # how the run was started, recorded in the encoder's model card
     name: str | None = None  # the encoder's name in its model card (default: the output folder's name)
 
