@@ -10,6 +10,7 @@ from datasets import DatasetDict, load_from_disk
 
 from ..errors import SettingError
 from .collator import AUGMENTATIONS, PointCloudCollator
+from .names import DATASETS
 from .readers import (
     MODELNET40_CLASSES,
     SCANOBJECTNN_CLASSES,
@@ -39,17 +40,6 @@ __all__ = [
     "train_validation_split",
     "validation_grouping",
 ]
-
-DATASETS = (
-    "synthetic",
-    "synthetic-hard",
-    "modelnet40",
-    "modelnet40-h5",
-    "scanobjectnn-obj_bg",
-    "scanobjectnn-obj_only",
-    "scanobjectnn-pb_t50_rs",
-    "disk",
-)
 
 
 def dataset_files(name: str, num_categories: int = 40) -> list[str]:

@@ -21,18 +21,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import SettingError
+from .names import DATASETS
 
 __all__ = ["ONE_CLOUD_PER_OBJECT", "train_validation_split", "validation_grouping"]
 
 # readers whose every cloud is a distinct object (see the module docstring)
-ONE_CLOUD_PER_OBJECT = (
-    "synthetic",
-    "synthetic-hard",
-    "modelnet40",
-    "modelnet40-h5",
-    "scanobjectnn-obj_bg",
-    "scanobjectnn-obj_only",
-)
+# (all but PB_T50_RS, whose file holds five perturbed copies of each object, and `disk`, which is whatever it holds)
+ONE_CLOUD_PER_OBJECT = tuple(name for name in DATASETS if name not in ("scanobjectnn-pb_t50_rs", "disk"))
 
 
 def validation_grouping(dataset: str, columns: list[str], group_by: str | None = None) -> tuple[str | None, dict]:

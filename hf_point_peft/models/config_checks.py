@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["check_choice", "check_positive", "check_probability", "check_widths"]
+__all__ = ["check_choice", "check_positive", "check_probability", "check_transformer", "check_widths", "int_lists"]
 
 
 def check_positive(config, name: str) -> None:
@@ -30,3 +30,19 @@ def check_widths(config, name: str, allow_empty: bool = False) -> None:
     value = list(getattr(config, name))
     if (not value and not allow_empty) or any(not isinstance(v, int) or v <= 0 for v in value):
         raise ValueError(f"{type(config).__name__}.{name} must be a list of positive widths, got {value!r}")
+
+
+def check_transformer(config, *names: str) -> None:
+    """The sizes every transformer config has, and `names`, are positive; the heads divide the width."""
+    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", *names):
+        check_positive(config, name)
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(
+            f"hidden_size ({config.hidden_size}) must be divisible by num_attention_heads ({config.num_attention_heads})"
+        )
+
+
+def int_lists(config, *names: str) -> None:
+    """Store the width sequences `names` as lists of ints (configs accept tuples; JSON keeps lists)."""
+    for name in names:
+        setattr(config, name, [int(c) for c in getattr(config, name)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 
-from ..config_checks import check_positive, check_probability
+from ..config_checks import check_probability, check_transformer
 
 __all__ = ["ImageBindAudioConfig"]
 
@@ -76,22 +76,7 @@ class ImageBindAudioConfig(PreTrainedConfig):
 
     def check(self) -> None:
         """Raise ValueError naming the first impossible value."""
-        for name in (
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "num_mel_bins",
-            "target_length",
-            "patch_size",
-            "patch_stride",
-            "projection_dim",
-        ):
-            check_positive(self, name)
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads ({self.num_attention_heads})"
-            )
+        check_transformer(self, "num_mel_bins", "target_length", "patch_size", "patch_stride", "projection_dim")
         for name in ("num_mel_bins", "target_length"):
             if self.patch_size > getattr(self, name):
                 raise ValueError(

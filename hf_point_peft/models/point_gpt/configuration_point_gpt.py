@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from ..config_checks import check_positive, check_probability, check_widths
+from ..config_checks import check_probability, check_transformer, check_widths, int_lists
 
 __all__ = ["POINT_GPT_SIZES", "PointGPTConfig"]
 
@@ -86,28 +86,13 @@ class PointGPTConfig(PreTrainedConfig):
             self.patch_first_channels = [128, 256] if small else [256, 512, 1024]
         if self.patch_second_channels is None:
             self.patch_second_channels = [512] if small else [2048]
-        self.patch_first_channels = [int(c) for c in self.patch_first_channels]
-        self.patch_second_channels = [int(c) for c in self.patch_second_channels]
-        self.classifier_hidden_sizes = [int(c) for c in self.classifier_hidden_sizes]
+        int_lists(self, "patch_first_channels", "patch_second_channels", "classifier_hidden_sizes")
         super().__post_init__(**kwargs)
         self.check()
 
     def check(self) -> None:
         """Raise ValueError naming the first impossible value."""
-        for name in (
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "num_points",
-            "num_groups",
-            "group_size",
-        ):
-            check_positive(self, name)
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads ({self.num_attention_heads})"
-            )
+        check_transformer(self, "num_points", "num_groups", "group_size")
         if self.hidden_size < 6:
             raise ValueError(f"hidden_size must be >= 6 for the sinusoidal encoding, got {self.hidden_size}")
         if self.group_size > self.num_points:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from ..config_checks import check_choice, check_positive, check_probability, check_widths
+from ..config_checks import check_choice, check_probability, check_transformer, check_widths, int_lists
 
 __all__ = ["PointTransformerConfig"]
 
@@ -80,9 +80,7 @@ class PointTransformerConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
-        self.patch_first_channels = [int(c) for c in self.patch_first_channels]
-        self.patch_second_channels = [int(c) for c in self.patch_second_channels]
-        self.classifier_hidden_sizes = [int(c) for c in self.classifier_hidden_sizes]
+        int_lists(self, "patch_first_channels", "patch_second_channels", "classifier_hidden_sizes")
         if self.encoder_dims is None:
             self.encoder_dims = self.hidden_size
         super().__post_init__(**kwargs)
@@ -90,11 +88,8 @@ class PointTransformerConfig(PreTrainedConfig):
 
     def check(self) -> None:
         """Raise ValueError naming the first impossible value."""
-        for name in (
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
+        check_transformer(
+            self,
             "num_points",
             "num_groups",
             "group_size",
@@ -102,12 +97,7 @@ class PointTransformerConfig(PreTrainedConfig):
             "position_hidden_size",
             "decoder_num_hidden_layers",
             "decoder_num_attention_heads",
-        ):
-            check_positive(self, name)
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads ({self.num_attention_heads})"
-            )
+        )
         if self.hidden_size % self.decoder_num_attention_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by decoder_num_attention_heads "
