@@ -9,6 +9,7 @@ parsed arguments and returns the exit status.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shlex
@@ -97,35 +98,31 @@ def _options(pairs) -> dict:
     return dict(pairs or [])
 
 
+# settings whose command-line flag is spelled differently from the field
+_FLAG_DESTS = {
+    "learning_rate": "lr",
+    "min_learning_rate": "min_lr",
+    "gradient_accumulation_steps": "grad_accum",
+    "num_workers": "workers",
+}
+
+
+def _from_args(cls, args: argparse.Namespace, **explicit):
+    """The settings dataclass `cls` with each field the command line has a flag for, and `explicit` (which wins:
+    the option dictionaries, the command line, ...); fields without a flag keep their defaults."""
+    values = {}
+    for item in dataclasses.fields(cls):
+        dest = _FLAG_DESTS.get(item.name, item.name)
+        if item.name not in explicit and hasattr(args, dest):
+            value = getattr(args, dest)
+            values[item.name] = list(value) if isinstance(value, list) else value
+    return cls(**values, **explicit)
+
+
 def _training_args(args):
     from .training.loop import TrainingArguments
 
-    return TrainingArguments(
-        output_dir=args.output_dir,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        eval_batch_size=args.eval_batch_size,
-        learning_rate=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs,
-        min_learning_rate=args.min_lr,
-        max_grad_norm=args.max_grad_norm,
-        gradient_accumulation_steps=args.grad_accum,
-        mixed_precision=args.mixed_precision,
-        seed=args.seed,
-        num_points=args.num_points,
-        augmentation=args.augmentation,
-        validation_fraction=args.validation_fraction,
-        validation_group_by=args.validation_group_by,
-        vote=args.vote,
-        num_workers=args.workers,
-        resume=args.resume,
-        overwrite_output_dir=args.overwrite_output_dir,
-        max_steps_per_epoch=args.max_steps_per_epoch,
-        cpu=args.cpu,
-        progress=args.progress,
-        report_to=list(args.report_to),
-    )
+    return _from_args(TrainingArguments, args)
 
 
 def _apply_recipe(args: argparse.Namespace):
@@ -210,29 +207,12 @@ def _run_pretrain(args: argparse.Namespace) -> int:
     from .training.pretrain import PretrainJob, run_pretrain
 
     _quiet_libraries(args)
-    job = PretrainJob(
-        dataset=args.dataset,
-        data_path=args.data_path,
+    job = _from_args(
+        PretrainJob,
+        args,
         dataset_options=_options(args.dataset_option),
         model_config=_options(args.model_option),
-        output_dir=args.output_dir,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs,
-        min_learning_rate=args.min_lr,
-        num_points=args.num_points,
-        augmentation=args.augmentation,
-        mixed_precision=args.mixed_precision,
-        seed=args.seed,
-        resume=args.resume,
-        overwrite_output_dir=args.overwrite_output_dir,
-        cpu=args.cpu,
-        progress=args.progress,
-        report_to=list(args.report_to),
         command=_command_line(args),
-        name=args.name,
     )
     run_pretrain(job)
     return 0
@@ -250,28 +230,10 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     from .training.benchmark import BenchmarkOptions, run_benchmark
 
     _quiet_libraries(args)
-    run_benchmark(
-        BenchmarkOptions(
-            output_dir=args.output_dir,
-            methods=args.methods,
-            dataset=args.dataset,
-            data_path=args.data_path,
-            dataset_options=_options(args.dataset_option),
-            backbone=args.backbone,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            num_points=args.num_points,
-            seed=args.seed,
-            mixed_precision=args.mixed_precision,
-            cost_batch=args.cost_batch,
-            cost_steps=args.cost_steps,
-            cost_rounds=args.cost_rounds,
-            cpu=args.cpu,
-            progress=args.progress,
-            resume=args.resume,
-            command=_command_line(args),
-        )
+    options = _from_args(
+        BenchmarkOptions, args, dataset_options=_options(args.dataset_option), command=_command_line(args)
     )
+    run_benchmark(options)
     return 0
 
 

@@ -46,6 +46,12 @@ class BatchNormStatsMixin:
         p = cls.stats_prefix
         return (f"{p}running_mean", f"{p}running_var", f"{p}num_batches_tracked", f"{p}mode")
 
+    def __init__(self, base_layer: nn.Module, adapter_name: str, mode: str):
+        super().__init__()
+        self._init_stats(base_layer)
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, mode)
+
     def _init_stats(self, base_layer: nn.BatchNorm1d) -> None:
         if not isinstance(base_layer, nn.modules.batchnorm._BatchNorm) or not base_layer.track_running_stats:
             raise TypeError(f"expected a BatchNorm with running statistics, got {type(base_layer).__name__}")

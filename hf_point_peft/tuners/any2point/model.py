@@ -62,13 +62,8 @@ class Any2PointModel(InputDependentTuner):
 
     # ---------------------------------------------------------------- set-up
     def _pre_injection_hook(self, model: nn.Module, config, adapter_name: str) -> None:
-        self.any2point_tokenizer = nn.ModuleDict()
-        self.any2point_proj = nn.ModuleDict()
-        self.any2point_cls = nn.ModuleDict()
-        self.any2point_local_attn = nn.ModuleDict()
-        self.any2point_view_norm = nn.ModuleDict()
-        self.any2point_final_norm = nn.ModuleDict()
-        self.any2point_head = nn.ModuleDict()
+        for attr in self.tuner_adapter_dicts:
+            setattr(self, attr, nn.ModuleDict())
         self.__dict__["_a2p_shared"] = _Shared(self.any2point_local_attn, self.any2point_view_norm)
 
     def _prepare_adapter_config(self, config, model_config: dict):

@@ -185,9 +185,3 @@ class PointGSTBatchNorm(BatchNormStatsMixin, FollowsBase, nn.Module, PointGSTLay
     """Per-adapter running statistics of a frozen backbone BatchNorm (`backbone_bn_stats`)."""
 
     stats_prefix = "point_gst_bn_"
-
-    def __init__(self, base_layer: nn.Module, adapter_name: str, mode: str):
-        super().__init__()
-        self._init_stats(base_layer)
-        self._active_adapter = adapter_name
-        self.update_layer(adapter_name, mode)

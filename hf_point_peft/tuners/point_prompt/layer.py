@@ -474,9 +474,3 @@ class PointPromptBatchNorm(BatchNormStatsMixin, FollowsBase, nn.Module, PointPro
     """Per-adapter running statistics of a frozen backbone BatchNorm (`backbone_bn_stats`)."""
 
     stats_prefix = "point_prompt_bn_"
-
-    def __init__(self, base_layer: nn.Module, adapter_name: str, mode: str):
-        super().__init__()
-        self._init_stats(base_layer)
-        self._active_adapter = adapter_name
-        self.update_layer(adapter_name, mode)
