@@ -1,5 +1,7 @@
-"""The package's import graph has no cycle (imports inside functions included: a lazy import that closes a cycle
-is a cycle all the same; imports for type annotations only, under `if TYPE_CHECKING:`, are not followed)."""
+"""The package's layout rules: the import graph has no cycle (imports inside functions included: a lazy import that
+closes a cycle is a cycle all the same; imports for type annotations only, under `if TYPE_CHECKING:`, are not
+followed), no function is longer than 60 lines, and no tuner module registers a hook or sets a `forward` except
+the one documented entry (README, section Layout)."""
 
 from __future__ import annotations
 
@@ -98,3 +100,48 @@ def test_the_package_has_no_import_cycle():
     graph = import_graph()
     assert "hf_point_peft.training.pretrain" in graph and graph["hf_point_peft.training.pretrain"]
     assert cycles(graph) == []
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def long_functions(limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    found = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > limit:
+                        found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    return found
+
+
+def test_no_function_is_longer_than_60_lines():
+    assert long_functions(limit=10), "the checker must see the package's functions"
+    assert long_functions() == []
+
+
+def hooks_and_forward_assignments(folder: Path) -> list[str]:
+    """Calls of `register_*hook*` and assignments to a `.forward` attribute in the modules under `folder`."""
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                if node.func.attr.startswith("register_") and "hook" in node.func.attr:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.func.attr}")
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if isinstance(target, ast.Attribute) and target.attr == "forward":
+                        found.append(f"{path.relative_to(ROOT)}:{node.lineno} .forward =")
+    return found
+
+
+def test_tuners_register_no_hook_and_replace_no_forward_but_the_point_entry():
+    found = hooks_and_forward_assignments(ROOT / "hf_point_peft" / "tuners")
+    # Any2Point's point entry on the source instance is the one exception (why: README, section Layout); the
+    # temporary pre-hooks of mixed-adapter batches live in tuners/mixed_batch.py, peft's own mechanism for
+    # `adapter_names=` (peft's LoRA registers the same pre-hooks for the duration of one forward)
+    allowed = ("hf_point_peft/tuners/any2point/model.py", "hf_point_peft/tuners/mixed_batch.py")
+    assert [f for f in found if not f.startswith(allowed)] == []
+    assert len([f for f in found if f.startswith(allowed[0])]) == 1
