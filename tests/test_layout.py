@@ -127,9 +127,9 @@ def hooks_and_forward_assignments(folder: Path) -> list[str]:
     found = []
     for path in sorted(folder.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-                if node.func.attr.startswith("register_") and "hook" in node.func.attr:
-                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.func.attr}")
+            call = node.func.attr if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) else ""
+            if call.startswith("register_") and "hook" in call:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {call}")
             if isinstance(node, ast.Assign):
                 for target in node.targets:
                     if isinstance(target, ast.Attribute) and target.attr == "forward":

@@ -1,0 +1,196 @@
+"""Meshes into point clouds (hf_point_peft/data/meshes.py) and the builders of the real-shape corpus and evaluation
+set (benchmarks/real_shapes/), on small files written here in the real formats: OBJ, 0 A.D.'s PMD inside a zip,
+Sweet Home 3D catalogues (a properties file and OBJ models inside a zip)."""
+
+from __future__ import annotations
+
+import struct
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import load_from_disk
+
+from hf_point_peft.data import load_point_dataset
+from hf_point_peft.data.meshes import Mesh, clouds_dataset, normalise_cloud, read_obj, read_pmd, sample_surface
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "real_shapes"))
+
+import build_corpus  # noqa: E402
+import build_evaluation  # noqa: E402
+from sources import catalogue_items, geometry_key, zero_ad_meshes  # noqa: E402
+
+
+# ------------------------------------------------------------------ readers
+def test_obj_faces_are_fanned_and_every_index_form_is_read():
+    text = "# a unit square and a triangle\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nvn 0 0 1\nvt 0 0\n"
+    text += "f 1/1/1 2/1/1 3/1/1 4/1/1\nv 0 0 1\nf -1 1//1 2\n"
+    mesh = read_obj(text)
+    assert mesh.vertices.shape == (5, 3)
+    assert mesh.faces.tolist() == [[0, 1, 2], [0, 2, 3], [4, 0, 1]]
+    assert mesh.area() == pytest.approx(1.0 + 0.5)
+
+
+def test_obj_errors_name_the_line():
+    with pytest.raises(ValueError, match=r"chair.obj, line 2: cannot read 'f 1 x 3'"):
+        read_obj("v 0 0 0\nf 1 x 3\n", "chair.obj")
+    with pytest.raises(ValueError, match="no faces"):
+        read_obj("v 0 0 0\n")
+    with pytest.raises(ValueError, match=r"face indices must lie in \[0, 3\)"):
+        read_obj("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 9\n")
+
+
+def pmd_bytes(vertices, faces, version: int = 4, uv_sets: int = 1) -> bytes:
+    """A PMD model as 0 A.D. writes it (no bones, no prop points)."""
+    body = struct.pack("<I", len(vertices))
+    if version >= 4:
+        body += struct.pack("<I", uv_sets)
+    for x, y, z in vertices:
+        body += (
+            struct.pack("<3f", x, y, z)
+            + struct.pack("<3f", 0, 1, 0)
+            + struct.pack(f"<{2 * uv_sets}f", *[0.5] * 2 * uv_sets)
+        )
+        body += bytes([255, 255, 255, 255]) + struct.pack("<4f", 0, 0, 0, 0)
+    body += struct.pack("<I", len(faces)) + b"".join(struct.pack("<3H", *f) for f in faces)
+    body += struct.pack("<I", 0)  # bones
+    if version >= 2:
+        body += struct.pack("<I", 0)  # prop points
+    return b"PSMD" + struct.pack("<II", version, len(body)) + body
+
+
+TETRA = ([(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)], [(0, 1, 2), (0, 1, 3), (0, 2, 3), (1, 2, 3)])
+
+
+@pytest.mark.parametrize("version,uv_sets", [(4, 1), (4, 2), (3, 1), (1, 1)])
+def test_pmd_models_of_every_version_are_read(version, uv_sets):
+    mesh = read_pmd(pmd_bytes(*TETRA, version=version, uv_sets=uv_sets))
+    np.testing.assert_array_equal(mesh.vertices, np.array(TETRA[0], dtype=float))
+    assert mesh.faces.tolist() == [list(f) for f in TETRA[1]]
+
+
+def test_pmd_errors_say_what_is_wrong():
+    with pytest.raises(ValueError, match="not a PMD model"):
+        read_pmd(b"GLTF" + bytes(20), "x.pmd")
+    with pytest.raises(ValueError, match="tree.pmd: truncated or corrupted PMD"):
+        read_pmd(pmd_bytes(*TETRA)[:60], "tree.pmd")
+    with pytest.raises(ValueError, match="unsupported PMD version 7"):
+        read_pmd(b"PSMD" + struct.pack("<II", 7, 0) + bytes(8))
+
+
+def test_surface_samples_lie_on_the_mesh_and_follow_the_area():
+    # two triangles in the plane z = 0: areas 0.5 (x < 1) and 1.5 (x >= 1)
+    mesh = Mesh([(0, 0, 0), (1, 0, 0), (0, 1, 0), (1, 0, 0), (4, 0, 0), (1, 1, 0)], [(0, 1, 2), (3, 4, 5)])
+    points = sample_surface(mesh, 20000, np.random.default_rng(0))
+    assert np.all(points[:, 2] == 0)
+    first = points[points[:, 0] < 1]
+    assert np.all(first[:, 0] + first[:, 1] <= 1 + 1e-9)  # inside the first triangle
+    share = np.mean(points[:, 0] >= 1)
+    assert share == pytest.approx(0.75, abs=0.02)
+    cloud = normalise_cloud(points)
+    assert np.linalg.norm(cloud, axis=1).max() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no surface"):
+        sample_surface(Mesh([(0, 0, 0), (1, 0, 0), (2, 0, 0)], [(0, 1, 2)]), 5, np.random.default_rng(0))
+
+
+def test_clouds_dataset_checks_the_shape():
+    with pytest.raises(ValueError, match=r"object 'chair-1' has shape \(5, 3\), expected \(8, 3\)"):
+        clouds_dataset([(np.zeros((5, 3)), 0, "chair-1")], ["chair"], 8)
+
+
+# ------------------------------------------------------------------ Sweet Home 3D catalogues -> evaluation set
+def box_obj(sx: float, sy: float, sz: float, material: str = "wood") -> str:
+    corners = [(x * sx, y * sy, z * sz) for x in (0, 1) for y in (0, 1) for z in (0, 1)]
+    faces = [(1, 2, 4, 3), (5, 7, 8, 6), (1, 5, 6, 2), (3, 4, 8, 7), (1, 3, 7, 5), (2, 6, 8, 4)]
+    return (
+        f"mtllib {material}.mtl\nusemtl {material}\n"
+        + "".join(f"v {x} {y} {z}\n" for x, y, z in corners)
+        + "".join("f " + " ".join(map(str, f)) + "\n" for f in faces)
+    )
+
+
+def write_catalogue(path: Path, items: list[tuple[str, str, str]], licence: str) -> None:
+    """items: (name, category, obj text)."""
+    lines = ["id=Test#catalogue", f"license={licence}"]
+    with zipfile.ZipFile(path, "w") as archive:
+        for i, (name, category, obj) in enumerate(items, 1):
+            lines += [f"id#{i}=Test#{i}", f"name#{i}={name}", f"category#{i}={category}", f"model#{i}=/m{i}/m.obj"]
+            archive.writestr(f"m{i}/m.obj", obj)
+        lines += ["id#99=Test#99", "name#99=Missing model", "category#99=Kitchen", "model#99=/nowhere.obj"]
+        archive.writestr("PluginFurnitureCatalog.properties", "\n".join(lines))
+
+
+def catalogues(tmp_path: Path):
+    first = [(f"Chair {i}", "Living room", box_obj(1, 2 + i, 1)) for i in range(4)]
+    first += [(f"Coffee table {i}", "Living room", box_obj(3 + i, 1, 2)) for i in range(4)]
+    first += [(f"Table lamp {i}", "Lights", box_obj(1, 1, 5 + i)) for i in range(3)]
+    first += [("Sofa bed", "Bedroom", box_obj(9, 9, 9)), ("Radiator", "Miscellaneous", box_obj(7, 1, 7))]
+    second = [("Lamp", "Lights", box_obj(1, 1, 8)), ("Chair", "Kitchen", box_obj(1, 2, 1, material="steel"))]
+    write_catalogue(tmp_path / "a.sh3f", first, "CC-BY 3.0")
+    write_catalogue(tmp_path / "b.sh3f", second, "CC0")
+    return [
+        *catalogue_items(tmp_path / "a.sh3f", "PluginFurnitureCatalog.properties"),
+        *catalogue_items(tmp_path / "b.sh3f", "PluginFurnitureCatalog.properties"),
+    ]
+
+
+def test_catalogues_are_read_and_labelled(tmp_path):
+    items = catalogues(tmp_path)
+    assert len(items) == 15  # the item whose model is not in the archive is left out
+    labels = {item.name: build_evaluation.label_of(item) for item in items}
+    assert labels["Table lamp 0"] == "lamp" and labels["Coffee table 1"] == "table" and labels["Chair 2"] == "chair"
+    assert labels["Sofa bed"] is None and labels["Radiator"] is None
+    # the second catalogue's chair is the first one's in another material: one object
+    chair, steel = items[0], items[-1]
+    assert geometry_key(chair.geometry_text()) == geometry_key(steel.geometry_text())
+
+
+def test_evaluation_splits_are_object_disjoint_and_loadable(tmp_path):
+    items = catalogues(tmp_path)
+    out = tmp_path / "eval"
+    summary = build_evaluation.build(
+        items, out, min_objects=3, splits=3, test_fraction=0.34, num_points=64, train_clouds=2, seed=0
+    )
+    assert summary["classes"] == ["chair", "table", "lamp"]
+    assert summary["objects"] == {"chair": 4, "table": 4, "lamp": 4}
+    assert summary["left_out"] == {"name matches no class or several": 2}
+    test_sets = []
+    for split in range(3):
+        data = load_point_dataset("disk", out / f"split_{split}")
+        train_groups, test_groups = set(data["train"]["group"]), set(data["test"]["group"])
+        assert not train_groups & test_groups
+        assert len(train_groups | test_groups) == 12
+        assert len(data["train"]) == 2 * len(train_groups) and len(data["test"]) == len(test_groups)
+        assert sorted(np.bincount(data["test"]["label"]).tolist()) == [1, 1, 1]
+        test_sets.append(frozenset(test_groups))
+        assert np.asarray(data["train"][0]["points"]).shape == (64, 3)
+    assert len(set(test_sets)) > 1  # the splits differ
+
+
+# ------------------------------------------------------------------ 0 A.D. -> pre-training corpus
+def test_corpus_keeps_distinct_usable_models(tmp_path):
+    archive = tmp_path / "public.zip"
+    scaled = [tuple(2 * c for c in v) for v in TETRA[0]]
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("art/meshes/gaia/rock_1.pmd", pmd_bytes(*TETRA))
+        zipped.writestr("art/meshes/gaia/rock_copy.pmd", pmd_bytes(*TETRA))
+        zipped.writestr("art/meshes/props/shield.pmd", pmd_bytes(scaled, TETRA[1]))
+        zipped.writestr("art/meshes/props/tiny.pmd", pmd_bytes(TETRA[0], TETRA[1][:1]))
+        zipped.writestr("art/meshes/test/cube.pmd", pmd_bytes(scaled, TETRA[1]))
+        zipped.writestr("art/textures/skip.png", b"")
+    summary = build_corpus.build(
+        zero_ad_meshes(archive), tmp_path / "out", min_faces=2, num_points=32, test_fraction=0.02, seed=0
+    )
+    assert summary["models_read"] == 5 and summary["models_used"] == 2
+    assert summary["left_out"] == {
+        "fewer than 2 triangles": 1,
+        "same geometry as a model kept": 1,
+        "a test or placeholder model": 1,
+    }
+    data = load_from_disk(str(tmp_path / "out" / "corpus"))
+    assert sorted([*data["train"]["group"], *data["test"]["group"]]) == [
+        "art/meshes/gaia/rock_1.pmd",
+        "art/meshes/props/shield.pmd",
+    ]
