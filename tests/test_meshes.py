@@ -4,6 +4,7 @@ Sweet Home 3D catalogues (a properties file and OBJ models inside a zip)."""
 
 from __future__ import annotations
 
+import json
 import struct
 import sys
 import zipfile
@@ -20,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "
 
 import build_corpus  # noqa: E402
 import build_evaluation  # noqa: E402
+import summarise  # noqa: E402
 from sources import catalogue_items, geometry_key, zero_ad_meshes  # noqa: E402
 
 
@@ -194,3 +196,50 @@ def test_corpus_keeps_distinct_usable_models(tmp_path):
         "art/meshes/gaia/rock_1.pmd",
         "art/meshes/props/shield.pmd",
     ]
+
+
+# ------------------------------------------------------------------ the summary over splits
+def write_benchmark(folder: Path, accuracies: dict[str, float]) -> None:
+    folder.mkdir(parents=True)
+    rows = [{"key": k, "label": k, "final_epoch_test_accuracy": v} for k, v in accuracies.items()]
+    (folder / "benchmark.json").write_text(json.dumps({"rows": rows}))
+
+
+def test_summary_means_spreads_and_targets(tmp_path):
+    new = {
+        "full": [0.60, 0.64, 0.62],
+        "pointgst": [0.605, 0.635, 0.62],
+        "linear": [0.40, 0.42, 0.41],
+        "lora": [0.50, 0.52, 0.51],
+        "scratch": [0.45, 0.47, 0.49],
+    }
+    for split in range(3):
+        write_benchmark(tmp_path / "new" / f"split_{split}", {k: v[split] for k, v in new.items()})
+        write_benchmark(tmp_path / "old" / f"split_{split}", {"full": 0.55 + split / 100})
+    out = tmp_path / "summary"
+    summarise.main(
+        ["--run", f"new={tmp_path / 'new'}", "--run", f"old={tmp_path / 'old'}", "--old", "old", "--out", str(out)]
+    )
+    result = json.loads(out.with_suffix(".json").read_text())
+    rows = {(r["run"], r["key"]): r for r in result["rows"]}
+    assert rows["new", "full"]["mean"] == pytest.approx(62.0) and rows["new", "full"]["std"] == pytest.approx(2.0)
+    assert (rows["new", "scratch"]["min"], rows["new", "scratch"]["max"]) == pytest.approx((45.0, 49.0))
+    verdicts = {t["target"].split(" (")[0].split(" >=")[0]: t["result"] for t in result["targets"]}
+    assert verdicts == {
+        "new backbone": "met",  # 62.0 >= 47.0 + 10
+        "PointGST within 1 point of full fine-tuning": "met",
+        "new backbone beats the old one": "met",
+        "every PEFT method": "met",
+    }
+    assert "python benchmarks/real_shapes/summarise.py --run" in out.with_suffix(".md").read_text()
+
+
+def test_summary_says_what_it_cannot_judge(tmp_path):
+    write_benchmark(tmp_path / "new" / "split_0", {"full": 0.5, "linear": 0.6, "pointgst": 0.4})
+    rows = summarise.summarise(summarise.load_runs({"new": tmp_path / "new"}))
+    results = {t["target"]: t["result"] for t in summarise.judge(rows, "new", None)}
+    assert results["new backbone (full fine-tuning) >= scratch + 10 points"] == "not judged (rows missing)"
+    assert results["PointGST within 1 point of full fine-tuning"] == "not met"
+    assert results["every PEFT method (pointgst) above the linear probe"] == "not met"
+    with pytest.raises(FileNotFoundError, match="no split_"):
+        summarise.load_runs({"x": tmp_path})

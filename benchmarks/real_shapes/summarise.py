@@ -1,0 +1,147 @@
+"""Summarise `point-peft benchmark` runs on the object-disjoint splits of the real-shape evaluation set: every
+method's final-epoch test accuracy as the mean over the splits with its spread, and the targets of issue 16 judged
+on those means.
+
+    python benchmarks/real_shapes/summarise.py \
+        --run real=benchmarks/results/real_shapes/real_backbone --run synthetic=benchmarks/results/real_shapes/old \
+        --out benchmarks/results/real_shapes/summary
+
+Each RUN folder holds one benchmark output folder per split (`split_0/benchmark.json`, ...), all with the same
+methods. Writes OUT.json and OUT.md (with the command); a target whose rows are missing is "not judged".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from hf_point_peft.atomic import write_json_atomic, write_text_atomic
+
+__all__ = ["judge", "load_runs", "summarise"]
+
+PEFT_METHODS = ("lora", "pointgst", "point-prompt", "any2point")
+
+
+def load_runs(runs: dict[str, Path]) -> dict[tuple[str, str], dict]:
+    """{(run, row key): {"label", "accuracies": {split: accuracy}}} from RUN/split_*/benchmark.json."""
+    table: dict[tuple[str, str], dict] = {}
+    for run, folder in runs.items():
+        splits = sorted(folder.glob("split_*/benchmark.json"))
+        if not splits:
+            raise FileNotFoundError(f"{folder} holds no split_*/benchmark.json")
+        for path in splits:
+            for row in json.loads(path.read_text())["rows"]:
+                entry = table.setdefault((run, row["key"]), {"label": row["label"], "accuracies": {}})
+                entry["accuracies"][path.parent.name] = row["final_epoch_test_accuracy"]
+    return table
+
+
+def summarise(table: dict[tuple[str, str], dict]) -> list[dict]:
+    rows = []
+    for (run, key), entry in sorted(table.items()):
+        values = [100 * v for _, v in sorted(entry["accuracies"].items())]
+        rows.append(
+            {
+                "run": run,
+                "key": key,
+                "label": entry["label"],
+                "splits": len(values),
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "min": min(values),
+                "max": max(values),
+                "per_split": values,
+            }
+        )
+    return rows
+
+
+def judge(rows: list[dict], new: str, old: str | None) -> list[dict]:
+    """The four targets on the means: the new backbone (run `new`) beats scratch by 10 points or more and beats the
+    old backbone (run `old`, the same method); PointGST within 1 point of full fine-tuning; every PEFT method above the
+    linear probe."""
+    mean = {(r["run"], r["key"]): r["mean"] for r in rows}
+
+    def target(name: str, needed: list[tuple[str, str]], holds) -> dict:
+        if any(k not in mean for k in needed):
+            return {"target": name, "result": "not judged (rows missing)"}
+        return {"target": name, "result": "met" if holds() else "not met"}
+
+    targets = [
+        target(
+            "new backbone (full fine-tuning) >= scratch + 10 points",
+            [(new, "full"), (new, "scratch")],
+            lambda: mean[new, "full"] >= mean[new, "scratch"] + 10,
+        ),
+        target(
+            "PointGST within 1 point of full fine-tuning",
+            [(new, "full"), (new, "pointgst")],
+            lambda: abs(mean[new, "pointgst"] - mean[new, "full"]) <= 1,
+        ),
+    ]
+    if old is not None:
+        targets.append(
+            target(
+                "new backbone beats the old one (full fine-tuning)",
+                [(new, "full"), (old, "full")],
+                lambda: mean[new, "full"] > mean[old, "full"],
+            )
+        )
+    peft = [m for m in PEFT_METHODS if (new, m) in mean]
+    targets.append(
+        target(
+            f"every PEFT method ({', '.join(peft)}) above the linear probe",
+            [(new, "linear"), *((new, m) for m in peft)],
+            lambda: all(mean[new, m] > mean[new, "linear"] for m in peft),
+        )
+    )
+    return targets
+
+
+def markdown(rows: list[dict], targets: list[dict], command: str) -> str:
+    lines = [
+        "# Real-shape evaluation: mean over object-disjoint splits",
+        "",
+        f"Made by `{command}` from the benchmark folders it names (each with its own command in its BENCHMARK.md).",
+        "Final-epoch, single-view test accuracy; mean, standard deviation and range over the splits.",
+        "",
+        "| run | method | mean | std | range | per split |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        per = ", ".join(f"{v:.1f}" for v in r["per_split"])
+        lines.append(
+            f"| {r['run']} | {r['label']} | {r['mean']:.2f}% | {r['std']:.2f} | {r['min']:.1f}-{r['max']:.1f} | {per} |"
+        )
+    lines += ["", "| target | result |", "| --- | --- |", *(f"| {t['target']} | {t['result']} |" for t in targets), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", action="append", required=True, metavar="NAME=FOLDER", help="a run (repeatable)")
+    parser.add_argument("--new", help="the run of the new backbone (default: the first --run)")
+    parser.add_argument("--old", help="the run of the old backbone, for the comparison target")
+    parser.add_argument("--out", type=Path, required=True, help="output path without suffix (.json and .md)")
+    args = parser.parse_args(argv)
+    runs = {}
+    for item in args.run:
+        name, sep, folder = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--run expects NAME=FOLDER, got {item!r}")
+        runs[name] = Path(folder)
+    rows = summarise(load_runs(runs))
+    targets = judge(rows, args.new or next(iter(runs)), args.old)
+    command = "python benchmarks/real_shapes/summarise.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out.with_suffix(".json"), {"command": command, "rows": rows, "targets": targets})
+    write_text_atomic(args.out.with_suffix(".md"), markdown(rows, targets, command))
+    print(markdown(rows, targets, command))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
