@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", type=int, default=3, help="object-disjoint splits (seeds seed, seed+1, ...)")
     parser.add_argument("--test-fraction", type=float, default=0.25)
     parser.add_argument("--num-points", type=int, default=2048)
-    parser.add_argument("--train-clouds", type=int, default=4, help="clouds per training object")
+    parser.add_argument("--train-clouds", type=int, default=2, help="clouds per training object")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     furniture = debian_package(FURNITURE_PACKAGE, args.cache)
