@@ -173,10 +173,13 @@ def build_backbone_card(
     load_path: str | None = None,
     load_code: str | None = None,
     load_import: str | None = None,
+    data_sources: str | None = None,
 ) -> ModelCard:
     """The card of an encoder written by `run_pretrain` (`job`: a PretrainJob): the exact command, seed, data and
     loss curve, so that anyone can remake it. `folder` holds the saved files; the usage snippet loads from `load_path`
-    or, when given, the Python expression `load_code` (after the import line `load_import`, if any)."""
+    or, when given, the Python expression `load_code` (after the import line `load_import`, if any).
+    `data_sources` (markdown: where the pre-training data come from, their licences and counts) becomes a section
+    of its own."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
@@ -214,6 +217,9 @@ def build_backbone_card(
         "dataset_text": f"{dataset_name}, train split ({results['training_clouds']} clouds)"
         + (f", read from `{job.data_path}`" if job.data_path else ""),
         "final_loss": f"{results['final_loss']:.5f}",
+        "sources_section": f"## Where the pre-training data come from\n\n{data_sources.strip()}\n\n"
+        if data_sources
+        else "",
         "command": job.command or "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "settings_rows": "\n".join(f"| {k} | {v} |" for k, v in settings.items()),
         "wall_time": _training_time(results),

@@ -14,6 +14,7 @@ import json
 import logging
 import shlex
 import sys
+from pathlib import Path
 
 from hf_point_peft_cli import build_parser, main
 from hf_point_peft_cli.parser import CONVERT_METHODS
@@ -91,6 +92,14 @@ def _convert_method(args: argparse.Namespace, overrides: dict) -> int:
         print(f"  - {deviation}")
     print(f"wrote {converted.adapter_dir} and {converted.base_dir}")
     return 0
+
+
+def _read_text(path: str | None, flag: str) -> str | None:
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{flag}: no file at {path}")
+    return Path(path).read_text()
 
 
 def _options(pairs) -> dict:
@@ -213,6 +222,7 @@ def _run_pretrain(args: argparse.Namespace) -> int:
         dataset_options=_options(args.dataset_option),
         model_config=_options(args.model_option),
         command=_command_line(args),
+        data_sources=_read_text(args.data_sources, "--data-sources"),
     )
     run_pretrain(job)
     return 0

@@ -435,6 +435,12 @@ def _add_pretrain(sub, common) -> None:
     _option_flag(p, "--model-option", "PointTransformerConfig field, e.g. hidden_size=192 (repeatable)")
     p.add_argument("--output-dir", default=d["output_dir"], help="output folder (default %(default)s)")
     p.add_argument("--name", help="the encoder's name in its model card (default: the output folder's name)")
+    p.add_argument(
+        "--data-sources",
+        metavar="FILE",
+        help="a markdown file on where the pre-training data come from (sources, licences, counts), copied into the "
+        "encoder's model card (e.g. the README.md that benchmarks/real_shapes/build_corpus.py writes)",
+    )
     _training_flags(p, d)
 
 

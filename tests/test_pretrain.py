@@ -120,9 +120,13 @@ def test_pretrain_cli_records_the_command(tmp_path):
         *[f"--dataset-option={k}={v}" for k, v in DATA.items()],
         *[f"--model-option={k}={json.dumps(v)}" for k, v in MODEL.items()],
     ]
-    assert cli(args) == 0
+    sources = tmp_path / "SOURCES.md"
+    sources.write_text("Package `shapes-data` 1.0 (CC0): 30 models.")
+    assert cli([*args, "--data-sources", str(sources)]) == 0
     card = (out / "encoder" / "README.md").read_text()
     assert "point-peft pretrain --output-dir " + str(out) in card
+    assert "## Where the pre-training data come from\n\nPackage `shapes-data` 1.0 (CC0): 30 models." in card
+    assert cli(["pretrain", "--data-sources", str(tmp_path / "missing.md")]) == 2
     assert json.loads((out / "encoder" / "config.json").read_text())["hidden_size"] == 48
     assert cli(["pretrain", "--model-option", "hidden_size"]) == 2  # key=value expected
 

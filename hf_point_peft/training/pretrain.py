@@ -68,10 +68,11 @@ class PretrainJob(RunArguments):
     model_config: dict[str, Any] = field(default_factory=dict)
     command: str | None = None  # how the run was started, recorded in the encoder's model card
     name: str | None = None  # the encoder's name in its model card (default: the output folder's name)
+    data_sources: str | None = None  # markdown for the card: where the data come from, licences, counts
 
     def result_settings(self) -> dict[str, Any]:
         """The settings that change the encoder it makes; a resume must match them."""
-        return result_settings(asdict(self), (*_NOT_RESULT, "report_to", "command", "name"))
+        return result_settings(asdict(self), (*_NOT_RESULT, "report_to", "command", "name", "data_sources"))
 
 
 _NOT_RESULT = ("output_dir", "epochs", "resume", "overwrite_output_dir", "keep_checkpoints", "cpu", "progress")
@@ -218,7 +219,9 @@ def _save_encoder(accelerator, model, job: PretrainJob, results: dict[str, Any],
         encoder.save_pretrained(folder)
         write_json_atomic(folder / "pretrain_metrics.json", results)
         name = job.name or out.resolve().name
-        write_backbone_card(folder, job, results, device, name=name, load_path=str(out / "encoder"))
+        write_backbone_card(
+            folder, job, results, device, name=name, load_path=str(out / "encoder"), data_sources=job.data_sources
+        )
 
     atomic_directory(out / "encoder", write)
     write_json_atomic(out / "pretrain_metrics.json", results)
@@ -232,12 +235,15 @@ EMBEDDED_LOAD = {
 }
 
 
-def rebuild_backbone_card(folder: str | os.PathLike, **load):
+def rebuild_backbone_card(folder: str | os.PathLike, data_sources: str | None = None, **load):
     """The card of a pre-trained encoder folder, rebuilt from its own `pretrain_metrics.json` (`load`: the
-    `load_path` / `load_code` / `load_import` of `cards.build_backbone_card`). The embedded backbone's card is
+    `load_path` / `load_code` / `load_import` of `cards.build_backbone_card`; `data_sources`: a markdown section on
+    where the data come from, e.g. the README a corpus builder wrote). The embedded backbone's card is
     `rebuild_backbone_card(embedded_backbone_path(), **EMBEDDED_LOAD)`."""
     folder = Path(folder)
     results = json.loads((folder / "pretrain_metrics.json").read_text())
     job = PretrainJob(**results["job"])
     name = job.name or folder.resolve().name
-    return build_backbone_card(folder, job, results, results.get("device", "an unrecorded device"), name, **load)
+    device = results.get("device", "an unrecorded device")
+    sources = data_sources or job.data_sources
+    return build_backbone_card(folder, job, results, device, name, data_sources=sources, **load)
