@@ -56,9 +56,10 @@ def build_model_card(job, results: dict[str, Any], is_peft: bool, repo_id: str |
     from .training.backbones import EMBEDDED_BACKBONE, resolve_backbone
 
     args = job.training
-    pretrained = job.backbone != "scratch"
-    backbone_source = portable_base_name(resolve_backbone(job.backbone)[0])  # never a path of this machine
-    base_model = backbone_source if pretrained else f"{EMBEDDED_BACKBONE} architecture, random initialisation"
+    source, pretrained = resolve_backbone(job.backbone)
+    backbone_source = portable_base_name(source)  # never a path of this machine
+    architecture = EMBEDDED_BACKBONE if job.backbone == "scratch" else backbone_source
+    base_model = backbone_source if pretrained else f"{architecture} architecture, random initialisation"
     model_name = repo_id or f"{job.method}-{job.dataset}"
     trainable, total = results.get("trainable_parameters"), results.get("total_parameters")
     fields = {

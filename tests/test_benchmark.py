@@ -143,3 +143,23 @@ def test_resume_never_reuses_a_run_made_with_other_settings(backbone, tmp_path):
     # a fresh run into the same folder replaces the earlier run's checkpoints instead of mixing with them
     again = run_benchmark(options(backbone, out, methods=["pointgst"], num_points=144), log=lambda *a: None)
     assert again["options"]["num_points"] == 144
+
+
+def test_scratch_row_of_a_custom_backbone_is_its_architecture_with_random_weights():
+    """Before, a benchmark on `--backbone FOLDER` ran its "from scratch" row on the pre-trained FOLDER itself."""
+    import torch
+
+    from hf_point_peft.training.backbones import embedded_backbone_path, load_classifier, resolve_backbone
+    from hf_point_peft.training.benchmark import BENCHMARK_METHODS, BenchmarkOptions, _backbone
+
+    folder = str(embedded_backbone_path())
+    options = BenchmarkOptions(backbone=folder)
+    assert _backbone(BENCHMARK_METHODS["scratch"], options) == f"scratch:{folder}"
+    assert _backbone(BENCHMARK_METHODS["scratch"], BenchmarkOptions()) == "scratch"
+    assert resolve_backbone(f"scratch:{folder}") == (folder, False)
+    torch.manual_seed(0)
+    scratch = load_classifier(f"scratch:{folder}", num_labels=3, log=lambda *a: None)
+    pretrained = load_classifier(folder, num_labels=3, log=lambda *a: None)
+    assert scratch.config.hidden_size == pretrained.config.hidden_size
+    weight = "point_transformer.encoder.layers.0.attn.qkv.weight"
+    assert not torch.equal(scratch.state_dict()[weight], pretrained.state_dict()[weight])

@@ -20,6 +20,7 @@ __all__ = ["EMBEDDED_BACKBONE", "embedded_backbone_path", "load_classifier", "lo
 logger = logging.getLogger(__name__)
 
 EMBEDDED_BACKBONE = "pointmae-synthetic-small"
+SCRATCH_PREFIX = "scratch:"  # "scratch:NAME": the architecture of backbone NAME with random weights
 
 
 def embedded_backbone_path() -> Path:
@@ -29,9 +30,12 @@ def embedded_backbone_path() -> Path:
 
 
 def resolve_backbone(name: str) -> tuple[str, bool]:
-    """(path or Hub id, pretrained?) for "embedded", "scratch" (the embedded architecture, random weights), "minilm"
-    / "minilm-random" (Any2Point's offline language source), a portable name an adapter recorded
-    (`hf_point_peft:embedded/...`, see `naming.py`), a folder or a Hub id."""
+    """(path or Hub id, pretrained?) for "embedded", "scratch" (the embedded architecture, random weights),
+    "scratch:NAME" (the architecture of backbone NAME, random weights), "minilm" / "minilm-random" (Any2Point's
+    offline language source), a portable name an adapter recorded (`hf_point_peft:embedded/...`, see `naming.py`), a
+    folder or a Hub id."""
+    if name.startswith(SCRATCH_PREFIX):
+        return resolve_backbone(name[len(SCRATCH_PREFIX) :])[0], False
     if name.startswith(EMBEDDED_SCHEME) or name == MINILM_HUB_ID:
         return resolve_base_name(name), True
     if name in ("minilm", "minilm-random"):

@@ -132,8 +132,8 @@ def _row(name: str, spec: MethodRun, results: dict[str, Any], cost: dict[str, An
 
 def _backbone(spec: MethodRun, options: BenchmarkOptions) -> str:
     """The backbone a method row runs on: the benchmark's, or the row's own (MiniLM, scratch)."""
-    if spec.backbone == "scratch":
-        return "scratch" if options.backbone == "embedded" else options.backbone
+    if spec.backbone == "scratch":  # the benchmark backbone's architecture with random weights
+        return "scratch" if options.backbone == "embedded" else f"scratch:{options.backbone}"
     return options.backbone if spec.backbone == "embedded" else spec.backbone
 
 
