@@ -131,10 +131,11 @@ def test_pretrain_cli_records_the_command(tmp_path):
     assert cli(["pretrain", "--model-option", "hidden_size"]) == 2  # key=value expected
 
 
-def test_embedded_backbone_is_shipped_with_the_card_that_made_it():
-    from hf_point_peft.training.backbones import embedded_backbone_path
+@pytest.mark.parametrize("name", ["pointmae-synthetic-small", "pointmae-real-small"])
+def test_embedded_backbone_is_shipped_with_the_card_that_made_it(name):
+    from hf_point_peft.naming import embedded_folder
 
-    folder = embedded_backbone_path()
+    folder = embedded_folder(name)
     size = sum(p.stat().st_size for p in folder.iterdir())
     assert size <= 25 * 2**20, size
     card = ModelCard.load(folder / "README.md")
@@ -144,25 +145,30 @@ def test_embedded_backbone_is_shipped_with_the_card_that_made_it():
     assert job["command"].startswith("point-peft pretrain ") and job["command"] in card.text
     for key, value in job["model_config"].items():  # the recorded command made exactly this architecture
         assert config[key] == value, key
-    assert job["dataset"] == "synthetic" and job["dataset_options"]["seed"] != 0  # not the fine-tuning data
+    if name == "pointmae-synthetic-small":
+        assert job["dataset"] == "synthetic" and job["dataset_options"]["seed"] != 0  # not the fine-tuning data
+    else:  # real objects: the card says where they come from, under which licence, how many
+        assert job["dataset"] == "disk"
+        assert "0ad-data 0.0.26-1" in card.text and "CC-BY-SA-3.0" in card.text and "3654 distinct models" in card.text
     assert f"{metrics['final_loss']:.5f}" in card.text
     model = PointTransformerModel.from_pretrained(folder)
     assert sum(p.numel() for p in model.parameters()) == metrics["encoder_parameters"]
 
 
-def test_embedded_card_is_the_code_s_own_and_its_snippet_runs(tmp_path):
+@pytest.mark.parametrize("name", ["pointmae-synthetic-small", "pointmae-real-small"])
+def test_embedded_card_is_the_code_s_own_and_its_snippet_runs(name, tmp_path):
     """The shipped card is exactly what `rebuild_backbone_card` makes from the folder's metrics (nothing edited by
     hand), and its usage snippet runs as written in a fresh interpreter."""
     import re
     import subprocess
     import sys
 
-    from hf_point_peft.training.backbones import embedded_backbone_path
-    from hf_point_peft.training.pretrain import EMBEDDED_LOAD, rebuild_backbone_card
+    from hf_point_peft.naming import embedded_folder
+    from hf_point_peft.training.pretrain import EMBEDDED_CARDS, rebuild_backbone_card
 
-    folder = embedded_backbone_path()
+    folder = embedded_folder(name)
     rebuilt = tmp_path / "README.md"
-    rebuild_backbone_card(folder, **EMBEDDED_LOAD).save(rebuilt)
+    rebuild_backbone_card(folder, **EMBEDDED_CARDS[name]).save(rebuilt)
     assert rebuilt.read_text() == (folder / "README.md").read_text()
     snippet = re.search(r"```python\n(.*?)```", rebuilt.read_text(), re.S).group(1)
     snippet += "\nassert sum(p.numel() for p in model.parameters() if p.requires_grad) > 0\nprint('ok')\n"

@@ -47,7 +47,7 @@ from .loop import (
 from .preflight import check_pretrain
 from .progress import Clock, format_duration
 
-__all__ = ["EMBEDDED_LOAD", "PretrainJob", "rebuild_backbone_card", "run_pretrain"]
+__all__ = ["EMBEDDED_CARDS", "EMBEDDED_LOAD", "PretrainJob", "rebuild_backbone_card", "run_pretrain"]
 
 logger = logging.getLogger(__name__)
 
@@ -228,10 +228,17 @@ def _save_encoder(accelerator, model, job: PretrainJob, results: dict[str, Any],
     log(f"saved the pre-trained encoder to {out / 'encoder'}")
 
 
-# how the embedded backbone's card loads it (the folder lives inside the installed package)
+# how the embedded backbones' cards load them (the folders live inside the installed package)
 EMBEDDED_LOAD = {
     "load_code": "embedded_backbone_path()",
     "load_import": "from hf_point_peft.training.backbones import embedded_backbone_path",
+}
+EMBEDDED_CARDS = {
+    "pointmae-synthetic-small": EMBEDDED_LOAD,
+    "pointmae-real-small": {
+        "load_code": "embedded_folder('pointmae-real-small')",
+        "load_import": "from hf_point_peft.naming import embedded_folder",
+    },
 }
 
 
