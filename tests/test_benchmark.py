@@ -150,13 +150,16 @@ def test_scratch_row_of_a_custom_backbone_is_its_architecture_with_random_weight
     import torch
 
     from hf_point_peft.training.backbones import embedded_backbone_path, load_classifier, resolve_backbone
-    from hf_point_peft.training.benchmark import BENCHMARK_METHODS, BenchmarkOptions, _backbone
+    from hf_point_peft.training.benchmark import BENCHMARK_METHODS, BenchmarkOptions, _backbone, _backbone_label
 
     folder = str(embedded_backbone_path())
     options = BenchmarkOptions(backbone=folder)
     assert _backbone(BENCHMARK_METHODS["scratch"], options) == f"scratch:{folder}"
     assert _backbone(BENCHMARK_METHODS["scratch"], BenchmarkOptions()) == "scratch"
     assert resolve_backbone(f"scratch:{folder}") == (folder, False)
+    # the table names the backbone each row ran on, never a path of this machine
+    assert _backbone_label(f"scratch:{folder}") == "scratch:hf_point_peft:embedded/pointmae-synthetic-small"
+    assert _backbone_label("embedded") == "embedded" and _backbone_label("minilm") == "minilm"
     torch.manual_seed(0)
     scratch = load_classifier(f"scratch:{folder}", num_labels=3, log=lambda *a: None)
     pretrained = load_classifier(folder, num_labels=3, log=lambda *a: None)

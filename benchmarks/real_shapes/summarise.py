@@ -83,14 +83,15 @@ def judge(rows: list[dict], new: str, old: str | None) -> list[dict]:
             lambda: mean[new, "pointgst"] >= mean[new, "full"] - 1,
         ),
     ]
-    if old is not None:
-        targets.append(
-            target(
-                "new backbone beats the old one (full fine-tuning)",
-                [(new, "full"), (old, "full")],
-                lambda: mean[new, "full"] > mean[old, "full"],
+    if old is not None:  # judged with the whole backbone trained and with its frozen features
+        for key, label in (("full", "full fine-tuning"), ("linear", "linear probe")):
+            targets.append(
+                target(
+                    f"new backbone beats the old one ({label})",
+                    [(new, key), (old, key)],
+                    lambda key=key: mean[new, key] > mean[old, key],
+                )
             )
-        )
     peft = [m for m in PEFT_METHODS if (new, m) in mean]
     targets.append(
         target(

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..atomic import atomic_file, write_json_atomic, write_text_atomic
+from ..naming import portable_base_name
 from .cost import CostSpec, measure_together
 from .evaluation import PROTOCOL
 from .job import FinetuneJob, run_finetune
@@ -105,12 +106,12 @@ class BenchmarkOptions:
     command: str | None = None  # how the benchmark was started, recorded in BENCHMARK.md
 
 
-def _row(name: str, spec: MethodRun, results: dict[str, Any], cost: dict[str, Any], full_cost: dict[str, Any]):
+def _row(name: str, spec: MethodRun, backbone: str, results: dict, cost: dict[str, Any], full_cost: dict[str, Any]):
     return {
         "key": name,
         "label": spec.label,
         "method": spec.method,
-        "backbone": spec.backbone,
+        "backbone": _backbone_label(backbone),
         "final_epoch_test_accuracy": results["test_accuracy"],
         "best_validation_epoch": results["best_validation_epoch"],
         "test_accuracy_at_best_validation_epoch": results["test_accuracy_at_best_validation_epoch"],
@@ -135,6 +136,12 @@ def _backbone(spec: MethodRun, options: BenchmarkOptions) -> str:
     if spec.backbone == "scratch":  # the benchmark backbone's architecture with random weights
         return "scratch" if options.backbone == "embedded" else f"scratch:{options.backbone}"
     return options.backbone if spec.backbone == "embedded" else spec.backbone
+
+
+def _backbone_label(backbone: str) -> str:
+    """The backbone a row ran on, as recorded: never a path of this machine ("scratch:NAME" keeps its prefix)."""
+    prefix, _, rest = backbone.partition(":") if backbone.startswith("scratch:") else ("", "", backbone)
+    return (f"{prefix}:" if prefix else "") + portable_base_name(rest)
 
 
 def _job(name, spec: MethodRun, backbone: str, options: BenchmarkOptions, dataset_options, out: Path, command: str):
@@ -203,7 +210,10 @@ def run_benchmark(options: BenchmarkOptions, log=logger.info) -> dict[str, Any]:
     log(f"[benchmark] cost: {options.cost_rounds} rounds over {len(cost_specs)} methods, each in fresh processes")
     costs = _measure_costs(cost_specs, out / "costs.json", options)
     control = cost_control(costs)
-    table = [_row(name, spec, results, costs.get(name, costs["full"]), costs["full"]) for name, spec, results in rows]
+    table = [
+        _row(name, spec, _backbone(spec, options), results, costs.get(name, costs["full"]), costs["full"])
+        for name, spec, results in rows
+    ]
     summary = {
         "protocol": PROTOCOL,
         "command": command,
