@@ -165,6 +165,22 @@ def _training_time(results: dict[str, Any]) -> str:
     return f"{results.get('wall_seconds', 0):.0f} s (wall time of the run)"
 
 
+def _pretrain_settings(job) -> dict[str, Any]:
+    """The settings table of a pre-training run's card."""
+    return {
+        "epochs": job.epochs,
+        "global batch size": job.batch_size,
+        "learning rate / min": f"{job.learning_rate} / {job.min_learning_rate} (cosine, {job.warmup_epochs} warm-up epochs)",
+        "weight decay": job.weight_decay,
+        "points per cloud": job.num_points,
+        "augmentation": job.augmentation,
+        "mixed precision": job.mixed_precision,
+        "seed": job.seed,
+        "dataset options": job.dataset_options or "defaults",
+        "model options": job.model_config or "defaults",
+    }
+
+
 def build_backbone_card(
     folder: str | os.PathLike,
     job,
@@ -185,7 +201,6 @@ def build_backbone_card(
     config = json.loads((folder / "config.json").read_text())
     size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
     dataset_name = _DATASET_NAMES.get(job.dataset, job.dataset)
-    options = job.dataset_options or {}
     card_data = ModelCardData(
         model_name=name,
         library_name="transformers",
@@ -194,18 +209,6 @@ def build_backbone_card(
         datasets=[job.dataset],
         pipeline_tag="feature-extraction",
     )
-    settings = {
-        "epochs": job.epochs,
-        "global batch size": job.batch_size,
-        "learning rate / min": f"{job.learning_rate} / {job.min_learning_rate} (cosine, {job.warmup_epochs} warm-up epochs)",
-        "weight decay": job.weight_decay,
-        "points per cloud": job.num_points,
-        "augmentation": job.augmentation,
-        "mixed precision": job.mixed_precision,
-        "seed": job.seed,
-        "dataset options": options or "defaults",
-        "model options": job.model_config or "defaults",
-    }
     fields = {
         "model_name": name,
         "architecture": "Point-MAE-style",
@@ -222,7 +225,7 @@ def build_backbone_card(
         if data_sources
         else "",
         "command": job.command or "python " + " ".join(shlex.quote(a) for a in sys.argv),
-        "settings_rows": "\n".join(f"| {k} | {v} |" for k, v in settings.items()),
+        "settings_rows": "\n".join(f"| {k} | {v} |" for k, v in _pretrain_settings(job).items()),
         "wall_time": _training_time(results),
         "device": device,
         "loss_rows": "\n".join(f"| {r['epoch']} | {r['train_loss']:.5f} |" for r in results["history"]),

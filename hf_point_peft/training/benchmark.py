@@ -171,21 +171,9 @@ def _job(name, spec: MethodRun, backbone: str, options: BenchmarkOptions, datase
     )
 
 
-def run_benchmark(options: BenchmarkOptions, log=logger.info) -> dict[str, Any]:
-    out = Path(options.output_dir)
-    unknown = [m for m in options.methods if m not in BENCHMARK_METHODS]
-    if unknown:
-        raise ValueError(f"unknown benchmark method(s) {unknown}; choose from {sorted(BENCHMARK_METHODS)}")
-    out.mkdir(parents=True, exist_ok=True)
-    methods = list(dict.fromkeys(["full", *options.methods]))  # ratios need full fine-tuning
+def _train_methods(methods, options: BenchmarkOptions, dataset_options, out: Path, command: str, device: str, log):
+    """Fine-tune every method in turn: [(name, spec, results)] and the cost probe of each (scratch: full's)."""
     clock = Clock(len(methods))  # methods differ in cost: the estimate of the time left is rough
-    command = options.command or "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    start = time.perf_counter()
-    device = "cuda" if torch.cuda.is_available() and not options.cpu else "cpu"
-    dataset_options = dict(options.dataset_options)
-    if options.dataset.startswith("synthetic"):  # the budget's split size unless overridden option by option
-        dataset_options = {**SYNTHETIC_DEFAULTS, **dataset_options}
-    _check_resumable(out / "benchmark_options.json", options, dataset_options)
     rows, cost_specs = [], {}
     for name in methods:
         spec = BENCHMARK_METHODS[name]
@@ -204,6 +192,24 @@ def run_benchmark(options: BenchmarkOptions, log=logger.info) -> dict[str, Any]:
             f"({results['trainable_parameters']:,} trainable); {len(rows)}/{len(methods)} methods, "
             f"{clock.done(len(rows) - 1)}"
         )
+    return rows, cost_specs
+
+
+def run_benchmark(options: BenchmarkOptions, log=logger.info) -> dict[str, Any]:
+    out = Path(options.output_dir)
+    unknown = [m for m in options.methods if m not in BENCHMARK_METHODS]
+    if unknown:
+        raise ValueError(f"unknown benchmark method(s) {unknown}; choose from {sorted(BENCHMARK_METHODS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    methods = list(dict.fromkeys(["full", *options.methods]))  # ratios need full fine-tuning
+    command = options.command or "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    start = time.perf_counter()
+    device = "cuda" if torch.cuda.is_available() and not options.cpu else "cpu"
+    dataset_options = dict(options.dataset_options)
+    if options.dataset.startswith("synthetic"):  # the budget's split size unless overridden option by option
+        dataset_options = {**SYNTHETIC_DEFAULTS, **dataset_options}
+    _check_resumable(out / "benchmark_options.json", options, dataset_options)
+    rows, cost_specs = _train_methods(methods, options, dataset_options, out, command, device, log)
     if CONTROL not in cost_specs:  # the control of the ratios is measured even when its accuracy is not wanted
         full_results = rows[0][2]
         cost_specs[CONTROL] = _cost_spec("linear", cost_specs["full"].backbone, {}, full_results, options, device)
