@@ -127,8 +127,8 @@ def test_full_and_linear_save_whole_models(backbone, tmp_path):
 @pytest.mark.slow  # end to end: whole runs in fresh processes
 def test_resume_after_sigkill_mid_epoch_matches_uninterrupted(backbone, tmp_path):
     env = {**os.environ, "HF_POINT_PEFT_CACHE": str(tmp_path / "cache")}
-    # many small steps: an epoch lasts a few seconds, so a kill shortly after a checkpoint lands mid-epoch
-    slow = ["--epochs", "3", "--batch-size", "2", "--dataset-option", "train_per_class=8"]
+    # many small steps: an epoch lasts seconds, so a kill shortly after a checkpoint lands mid-epoch
+    slow = ["--epochs", "3", "--batch-size", "2", "--dataset-option", "train_per_class=16"]
     reference = tmp_path / "reference"
     subprocess.run(
         [sys.executable, "-m", "hf_point_peft.cli", *cli_args(backbone, reference)[0:], *slow],
@@ -147,7 +147,7 @@ def test_resume_after_sigkill_mid_epoch_matches_uninterrupted(backbone, tmp_path
     while not first.exists():
         assert proc.poll() is None, "training ended before its first checkpoint"
         time.sleep(0.02)
-    time.sleep(0.5)  # inside the second epoch's training steps
+    time.sleep(0.1)  # inside the second epoch's training steps (0.5 s could outlast a whole epoch on a fast machine)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert latest_checkpoint(killed / "checkpoints")[0] == 0, "the kill did not land in the second epoch"
