@@ -195,6 +195,27 @@ def test_sample_independent_of_batch_in_eval():
     torch.testing.assert_close(a[2:], c, atol=1e-5, rtol=1e-5)
 
 
+def test_concurrent_point_and_source_calls_in_threads_each_see_their_own_call():
+    """The bottleneck handed to a layer's attach point belongs to one call: point forwards of different clouds and
+    calls in the source's own modality, running at once in threads on one model, give what each gives alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(0)
+    model = get_peft_model(sources()["bert"](), Any2PointConfig(num_labels=3, **SMALL, init_weights=False)).eval()
+    calls = [{"points": cloud(seed=s)} for s in range(4)] + [{"input_ids": torch.randint(3, 100, (2, 9))}] * 2
+
+    def run(kwargs):
+        with torch.no_grad():  # grad mode is per thread
+            out = model(**kwargs)
+        return out.logits if "points" in kwargs else out.last_hidden_state
+
+    alone = [run(kwargs) for kwargs in calls]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        together = list(pool.map(run, calls * 4))
+    for i, out in enumerate(together):
+        assert torch.equal(out, alone[i % len(calls)]), i
+
+
 def test_only_the_trainable_set_receives_gradients():
     torch.manual_seed(0)
     source = sources()["clip_text_model"]()

@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# The runs behind benchmarks/results/real_shapes: every method on the three object-disjoint splits of the real-shape
-# evaluation set with the real-object backbone, full fine-tuning and the linear probe with the synthetic one, then
-# the summary. About 15 minutes a split on 2 CPU cores; a killed run continues where it stopped (--resume).
-#   bash benchmarks/real_shapes/run_benchmarks.sh [REAL_BACKBONE]
+# The runs behind benchmarks/results/real_shapes/epochs_N: every method on the three object-disjoint splits of the
+# real-shape evaluation set with the real-object backbone, full fine-tuning and the linear probe with the synthetic
+# one, N epochs each (default 12), then the summary. About 24 minutes a split at 12 epochs on 2 CPU cores; a killed
+# run continues where it stopped (--resume).
+#   bash benchmarks/real_shapes/run_benchmarks.sh [EPOCHS [REAL_BACKBONE]]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-REAL=${1:-hf_point_peft:embedded/pointmae-real-small}
-OUT=benchmarks/results/real_shapes
+EPOCHS=${1:-12}
+REAL=${2:-hf_point_peft:embedded/pointmae-real-small}
+OUT=benchmarks/results/real_shapes/epochs_$EPOCHS
 for split in 0 1 2; do
   point-peft benchmark --dataset disk --data-path "data/real_shapes/split_$split" --backbone "$REAL" \
-    --methods full linear lora pointgst point-prompt any2point scratch --cost-rounds 1 \
-    --output-dir "$OUT/real_backbone/split_$split" --resume
+    --methods full linear lora pointgst point-prompt any2point scratch --epochs "$EPOCHS" --cost-rounds 1 \
+    --output-dir "$OUT/real_backbone/split_$split" --resume --no-progress
   point-peft benchmark --dataset disk --data-path "data/real_shapes/split_$split" --backbone embedded \
-    --methods full linear --cost-rounds 1 --output-dir "$OUT/synthetic_backbone/split_$split" --resume
+    --methods full linear --epochs "$EPOCHS" --cost-rounds 1 --output-dir "$OUT/synthetic_backbone/split_$split" \
+    --resume --no-progress
 done
 python benchmarks/real_shapes/summarise.py --run "real=$OUT/real_backbone" --run "synthetic=$OUT/synthetic_backbone" \
   --new real --old synthetic --out "$OUT/summary"

@@ -3,8 +3,9 @@ method's final-epoch test accuracy as the mean over the splits with its spread, 
 on those means.
 
     python benchmarks/real_shapes/summarise.py \
-        --run real=benchmarks/results/real_shapes/real_backbone --run synthetic=benchmarks/results/real_shapes/old \
-        --out benchmarks/results/real_shapes/summary
+        --run real=benchmarks/results/real_shapes/epochs_12/real_backbone \
+        --run synthetic=benchmarks/results/real_shapes/epochs_12/synthetic_backbone --new real --old synthetic \
+        --out benchmarks/results/real_shapes/epochs_12/summary
 
 Each RUN folder holds one benchmark output folder per split (`split_0/benchmark.json`, ...), all with the same
 methods. Writes OUT.json and OUT.md (with the command); a target whose rows are missing is "not judged".

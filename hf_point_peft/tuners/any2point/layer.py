@@ -4,6 +4,7 @@ guided branch on the layer output, plus the tuner-level modules (local attention
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
 
@@ -160,25 +161,31 @@ class AttachPoint(nn.Module):
     """A source layer's attach sub-module, wrapped the way LoRA wraps a Linear. While its owning
     `Any2PointLayerWrapper` runs an adapted forward, the owner hands it that adapter's bottleneck (`adapting`) and
     the output becomes f + s * Up(Drop(QuickGELU(Down(f)))); otherwise it is the sub-module. The hand-over is needed
-    because the source layer calls this sub-module itself, with no argument of ours; the bottleneck's weights stay
-    in the owner (`any2point_bottleneck`), so saved keys do not depend on where the attach point is."""
+    because the source layer calls this sub-module itself, with no argument of ours; it goes through a context
+    variable (`_ADAPTING`), not through module state, so two threads (or a nested call) running one model each see
+    their own call's bottleneck. The bottleneck's weights stay in the owner (`any2point_bottleneck`), so saved keys do
+    not depend on where the attach point is."""
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__()
         self.base_layer = base_layer
-        self.residual: partial | None = None  # f -> f + s * bottleneck(f), only during the owner's adapted call
 
     def forward(self, *args, **kwargs):
         out = self.base_layer(*args, **kwargs)
-        return out if self.residual is None else self.residual(out)
+        residual = (_ADAPTING.get() or {}).get(self)
+        return out if residual is None else residual(out)
 
     @contextmanager
     def adapting(self, bottleneck: nn.Module, scale: float):
-        self.residual = partial(_add_bottleneck, bottleneck, scale)
+        token = _ADAPTING.set({**(_ADAPTING.get() or {}), self: partial(_add_bottleneck, bottleneck, scale)})
         try:
             yield
         finally:
-            self.residual = None
+            _ADAPTING.reset(token)
+
+
+# {attach point: f -> f + s * bottleneck(f)} of the adapted calls running in this thread / context (None outside)
+_ADAPTING: ContextVar[dict[AttachPoint, partial] | None] = ContextVar("any2point_adapting", default=None)
 
 
 def _add_bottleneck(bottleneck: nn.Module, scale: float, output: torch.Tensor) -> torch.Tensor:
