@@ -193,10 +193,8 @@ def _add_bottleneck(bottleneck: nn.Module, scale: float, output: torch.Tensor) -
 
 
 def _attach_parent(layer: nn.Module, attach: str) -> tuple[nn.Module, str]:
-    *path, name = attach.split(".")
-    for part in path:
-        layer = getattr(layer, part)
-    return layer, name
+    parent, _, name = attach.rpartition(".")
+    return layer.get_submodule(parent), name
 
 
 class Any2PointLayer(BaseTunerLayer):
