@@ -21,6 +21,7 @@ import torch
 
 from ..atomic import atomic_file, write_json_atomic, write_text_atomic
 from ..naming import portable_base_name
+from .backbones import SCRATCH_PREFIX
 from .cost import CostSpec, measure_together
 from .evaluation import PROTOCOL
 from .job import FinetuneJob, run_finetune
@@ -140,8 +141,9 @@ def _backbone(spec: MethodRun, options: BenchmarkOptions) -> str:
 
 def _backbone_label(backbone: str) -> str:
     """The backbone a row ran on, as recorded: never a path of this machine ("scratch:NAME" keeps its prefix)."""
-    prefix, _, rest = backbone.partition(":") if backbone.startswith("scratch:") else ("", "", backbone)
-    return (f"{prefix}:" if prefix else "") + portable_base_name(rest)
+    if backbone.startswith(SCRATCH_PREFIX):
+        return SCRATCH_PREFIX + portable_base_name(backbone.removeprefix(SCRATCH_PREFIX))
+    return portable_base_name(backbone)
 
 
 def _job(name, spec: MethodRun, backbone: str, options: BenchmarkOptions, dataset_options, out: Path, command: str):
