@@ -235,6 +235,22 @@ def test_summary_means_spreads_and_targets(tmp_path):
     assert "python benchmarks/real_shapes/summarise.py --run" in out.with_suffix(".md").read_text()
 
 
+def test_summary_pools_the_folders_of_a_run_name_given_twice(tmp_path):
+    for split in range(3):
+        write_benchmark(tmp_path / "seed0" / f"split_{split}", {"full": 0.60, "scratch": 0.52, "linear": 0.5})
+        write_benchmark(tmp_path / "seed1" / f"split_{split}", {"full": 0.64, "scratch": 0.50})
+    out = tmp_path / "summary"
+    summarise.main(["--run", f"new={tmp_path / 'seed0'}", "--run", f"new={tmp_path / 'seed1'}", "--out", str(out)])
+    result = json.loads(out.with_suffix(".json").read_text())
+    rows = {r["key"]: r for r in result["rows"]}
+    assert rows["full"]["runs"] == 6 and rows["full"]["mean"] == pytest.approx(62.0)
+    assert rows["full"]["per_split"] == pytest.approx([60.0] * 3 + [64.0] * 3)  # folder by folder
+    assert rows["linear"]["runs"] == 3  # only in the first folder
+    verdicts = {t["target"]: t["result"] for t in result["targets"]}
+    assert verdicts["new backbone (full fine-tuning) >= scratch + 10 points"] == "met"  # 62.0 >= 51.0 + 10
+    assert "| new | full | 6 | 62.00% |" in out.with_suffix(".md").read_text()
+
+
 def test_summary_says_what_it_cannot_judge(tmp_path):
     write_benchmark(tmp_path / "new" / "split_0", {"full": 0.5, "linear": 0.6, "pointgst": 0.4})
     rows = summarise.summarise(summarise.load_runs({"new": tmp_path / "new"}))

@@ -7,8 +7,10 @@ on those means.
         --run synthetic=benchmarks/results/real_shapes/epochs_12/synthetic_backbone --new real --old synthetic \
         --out benchmarks/results/real_shapes/epochs_12/summary
 
-Each RUN folder holds one benchmark output folder per split (`split_0/benchmark.json`, ...), all with the same
-methods. Writes OUT.json and OUT.md (with the command); a target whose rows are missing is "not judged".
+Each RUN folder holds one benchmark output folder per split (`split_0/benchmark.json`, ...). A NAME given more than
+once pools its folders (other seeds of the same runs, `run_seed.sh`): a method's mean is then over every split of
+every folder that has it. Writes OUT.json and OUT.md (with the command); a target whose rows are missing is "not
+judged".
 """
 
 from __future__ import annotations
@@ -26,17 +28,18 @@ __all__ = ["judge", "load_runs", "summarise"]
 PEFT_METHODS = ("lora", "pointgst", "point-prompt", "any2point")
 
 
-def load_runs(runs: dict[str, Path]) -> dict[tuple[str, str], dict]:
-    """{(run, row key): {"label", "accuracies": {split: accuracy}}} from RUN/split_*/benchmark.json."""
+def load_runs(runs: dict[str, Path] | list[tuple[str, Path]]) -> dict[tuple[str, str], dict]:
+    """{(run, row key): {"label", "accuracies": {(folder index, split): accuracy}}} from RUN/split_*/benchmark.json;
+    a run name that comes more than once pools its folders."""
     table: dict[tuple[str, str], dict] = {}
-    for run, folder in runs.items():
+    for index, (run, folder) in enumerate(runs.items() if isinstance(runs, dict) else runs):
         splits = sorted(folder.glob("split_*/benchmark.json"))
         if not splits:
             raise FileNotFoundError(f"{folder} holds no split_*/benchmark.json")
         for path in splits:
             for row in json.loads(path.read_text())["rows"]:
                 entry = table.setdefault((run, row["key"]), {"label": row["label"], "accuracies": {}})
-                entry["accuracies"][path.parent.name] = row["final_epoch_test_accuracy"]
+                entry["accuracies"][index, path.parent.name] = row["final_epoch_test_accuracy"]
     return table
 
 
@@ -49,7 +52,7 @@ def summarise(table: dict[tuple[str, str], dict]) -> list[dict]:
                 "run": run,
                 "key": key,
                 "label": entry["label"],
-                "splits": len(values),
+                "runs": len(values),
                 "mean": statistics.fmean(values),
                 "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                 "min": min(values),
@@ -109,15 +112,16 @@ def markdown(rows: list[dict], targets: list[dict], command: str) -> str:
         "# Real-shape evaluation: mean over object-disjoint splits",
         "",
         f"Made by `{command}` from the benchmark folders it names (each with its own command in its BENCHMARK.md).",
-        "Final-epoch, single-view test accuracy; mean, standard deviation and range over the splits.",
+        "Final-epoch, single-view test accuracy; mean, standard deviation and range over the splits (and over the",
+        "seeds where a run pools several folders: `runs` counts the values; `per split` lists them folder by folder).",
         "",
-        "| run | method | mean | std | range | per split |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| run | method | runs | mean | std | range | per split |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         per = ", ".join(f"{v:.1f}" for v in r["per_split"])
         lines.append(
-            f"| {r['run']} | {r['label']} | {r['mean']:.2f}% | {r['std']:.2f} | {r['min']:.1f}-{r['max']:.1f} | {per} |"
+            f"| {r['run']} | {r['label']} | {r['runs']} | {r['mean']:.2f}% | {r['std']:.2f} | {r['min']:.1f}-{r['max']:.1f} | {per} |"
         )
     lines += ["", "| target | result |", "| --- | --- |", *(f"| {t['target']} | {t['result']} |" for t in targets), ""]
     return "\n".join(lines)
@@ -125,19 +129,25 @@ def markdown(rows: list[dict], targets: list[dict], command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", action="append", required=True, metavar="NAME=FOLDER", help="a run (repeatable)")
+    parser.add_argument(
+        "--run",
+        action="append",
+        required=True,
+        metavar="NAME=FOLDER",
+        help="a run (repeatable; a NAME given again pools its folders)",
+    )
     parser.add_argument("--new", help="the run of the new backbone (default: the first --run)")
     parser.add_argument("--old", help="the run of the old backbone, for the comparison target")
     parser.add_argument("--out", type=Path, required=True, help="output path without suffix (.json and .md)")
     args = parser.parse_args(argv)
-    runs = {}
+    runs = []
     for item in args.run:
         name, sep, folder = item.partition("=")
         if not sep or not name:
             parser.error(f"--run expects NAME=FOLDER, got {item!r}")
-        runs[name] = Path(folder)
+        runs.append((name, Path(folder)))
     rows = summarise(load_runs(runs))
-    targets = judge(rows, args.new or next(iter(runs)), args.old)
+    targets = judge(rows, args.new or runs[0][0], args.old)
     command = "python benchmarks/real_shapes/summarise.py " + " ".join(argv if argv is not None else sys.argv[1:])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out.with_suffix(".json"), {"command": command, "rows": rows, "targets": targets})
