@@ -1,16 +1,8 @@
-"""The dataset readers' names (`load_point_dataset(name, ...)`, `--dataset NAME`)."""
+"""The dataset readers' names (`load_point_dataset(name, ...)`, `--dataset NAME`). One list for both: the command
+line's parser holds it, because it answers `--help` without importing this package (as `CONVERT_METHODS`)."""
 
 from __future__ import annotations
 
-__all__ = ["DATASETS"]
+from hf_point_peft_cli.parser import DATASETS
 
-DATASETS = (
-    "synthetic",
-    "synthetic-hard",
-    "modelnet40",
-    "modelnet40-h5",
-    "scanobjectnn-obj_bg",
-    "scanobjectnn-obj_only",
-    "scanobjectnn-pb_t50_rs",
-    "disk",
-)
+__all__ = ["DATASETS"]

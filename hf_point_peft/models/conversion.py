@@ -29,6 +29,7 @@ __all__ = [
     "official_sizes",
     "export_official",
     "load_official_state_dict",
+    "build_converted",
     "load_converted_weights",
     "read_official_config",
     "refuse_method_checkpoint",
@@ -258,6 +259,24 @@ def save_converted(model, report: ConversionReport, output_dir: str | os.PathLik
         write_text_atomic(folder / "conversion_report.txt", report.full_text())
 
     return atomic_directory(output_dir, write)
+
+
+def build_converted(
+    model_cls,
+    config,
+    state: Mapping[str, torch.Tensor],
+    mapping: Mapping[str, str],
+    report,
+    output_dir: str | os.PathLike | None = None,
+):
+    """The converted model: `model_cls(config)` with the mapped tensors loaded (`load_converted_weights`), in eval
+    mode, and saved with its report (`save_converted`) when `output_dir` is given."""
+    model = model_cls(config)
+    load_converted_weights(model, state, mapping, report)
+    model.eval()
+    if output_dir is not None:
+        save_converted(model, report, output_dir)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------------------- sizes

@@ -32,24 +32,12 @@ class PointBackbone:
 
 
 POINT_BACKBONES: dict[str, PointBackbone] = {
-    "point_transformer": PointBackbone(
-        model_type="point_transformer",
-        base_prefix="point_transformer",
-        layers="encoder.layers",
-        tokenizer="embeddings",
-        block_norm="norm2",
-        num_prefix_tokens=1,
-        cls_modules=("cls_embedding",),
-    ),
-    "point_gpt": PointBackbone(
-        model_type="point_gpt",
-        base_prefix="point_gpt",
-        layers="encoder.layers",
-        tokenizer="embeddings",
-        block_norm="ln_2",
-        num_prefix_tokens=2,
-        cls_modules=("cls_embedding", "cls_norm"),
-    ),
+    row[0]: PointBackbone(*row)
+    for row in (
+        # model_type, base_prefix, layers, tokenizer, block_norm, num_prefix_tokens, cls_modules
+        ("point_transformer", "point_transformer", "encoder.layers", "embeddings", "norm2", 1, ("cls_embedding",)),
+        ("point_gpt", "point_gpt", "encoder.layers", "embeddings", "ln_2", 2, ("cls_embedding", "cls_norm")),
+    )
 }
 
 

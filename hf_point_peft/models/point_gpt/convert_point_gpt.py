@@ -12,22 +12,8 @@ from collections.abc import Mapping
 
 import torch
 
-from ..conversion import (
-    BACKBONE_SIZES,
-    ConversionReport,
-    KeyRule,
-    apply_rules,
-    classifier_sizes,
-    export_official,
-    head_conventions,
-    load_converted_weights,
-    load_official_state_dict,
-    official_sizes,
-    refuse_method_checkpoint,
-    resolve_sizes,
-    save_converted,
-    strip_prefixes,
-)
+from .. import conversion
+from ..conversion import ConversionReport, KeyRule
 from .configuration_point_gpt import PointGPTConfig
 from .modeling_point_gpt import PointGPTForClassification
 
@@ -90,8 +76,8 @@ def point_gpt_config_from_state_dict(
     """Width, depth, mini-PointNet widths, generator depth and head are read from the shapes; groups, group size,
     points, heads of an unusual width and the classes of a new head come from `official_config` (the official yaml)
     or `overrides`, and are refused with the flags to pass when neither sets them."""
-    refuse_method_checkpoint(state, "pointgpt")
-    s = {key: state[orig] for key, orig in strip_prefixes(state, _PREFIXES).items()}
+    conversion.refuse_method_checkpoint(state, "pointgpt")
+    s = {key: state[orig] for key, orig in conversion.strip_prefixes(state, _PREFIXES).items()}
     if "blocks.sos" not in s:
         raise ValueError(f"not a PointGPT checkpoint: no 'blocks.sos' (first keys: {list(state)[:5]})")
     width = s["blocks.sos"].shape[0]
@@ -102,12 +88,12 @@ def point_gpt_config_from_state_dict(
     required["num_attention_heads"] = "--num-heads"
     if "num_labels" not in inferred:
         required["num_labels"] = "--num-labels"
-    values = resolve_sizes(
+    values = conversion.resolve_sizes(
         "converting the PointGPT checkpoint",
         inferred,
         explicit=overrides,
-        official=official_sizes(official_config, BACKBONE_SIZES),
-        conventions=head_conventions(width, "num_attention_heads"),
+        official=conversion.official_sizes(official_config, conversion.BACKBONE_SIZES),
+        conventions=conversion.head_conventions(width, "num_attention_heads"),
         required=required,
         report=report,
     )
@@ -145,7 +131,7 @@ def _inferred_sizes(s: Mapping[str, torch.Tensor]) -> dict:
         for k, v in s.items()
         if k.startswith("blocks.cls_head_finetune.") and k.endswith(".weight")
     )
-    inferred.update(classifier_sizes([v for _, v in head]))
+    inferred.update(conversion.classifier_sizes([v for _, v in head]))
     return inferred
 
 
@@ -160,19 +146,16 @@ def convert_point_gpt_checkpoint(
     Sizes the weights cannot tell come from `official_config` (the official yaml) or `config_overrides`
     (`num_groups`, `group_size`, `num_points`, `num_labels` for a new head); `generator_num_hidden_layers=0` drops
     the generator."""
-    state = load_official_state_dict(checkpoint)
+    state = conversion.load_official_state_dict(checkpoint)
     report = ConversionReport(source="pointgpt")
     config = point_gpt_config_from_state_dict(state, official_config=official_config, report=report, **config_overrides)
-    mapping = apply_rules(strip_prefixes(state, _PREFIXES), _rules(config.generator_num_hidden_layers > 0), report)
-    model = PointGPTForClassification(config)
-    load_converted_weights(model, state, mapping, report)
-    model.eval()
-    if output_dir is not None:
-        save_converted(model, report, output_dir)
-    return model, report
+    mapping = conversion.apply_rules(
+        conversion.strip_prefixes(state, _PREFIXES), _rules(config.generator_num_hidden_layers > 0), report
+    )
+    return conversion.build_converted(PointGPTForClassification, config, state, mapping, report, output_dir), report
 
 
 def export_point_gpt_state_dict(model: PointGPTForClassification) -> dict[str, torch.Tensor]:
     """Our weights under the official fine-tuning key names (`encoder.*`, `blocks.layers.N.attn.in_proj_weight`, ...)."""
     rules = [rule for rule in _rules(model.generator is not None) if rule.ours is not None]
-    return export_official(model.state_dict(), rules)
+    return conversion.export_official(model.state_dict(), rules)

@@ -17,15 +17,14 @@ from ..conversion import (
     ConversionReport,
     KeyRule,
     apply_rules,
+    build_converted,
     classifier_sizes,
     export_official,
     head_conventions,
-    load_converted_weights,
     load_official_state_dict,
     official_sizes,
     refuse_method_checkpoint,
     resolve_sizes,
-    save_converted,
     strip_prefixes,
 )
 from .configuration_point_transformer import PointTransformerConfig
@@ -252,12 +251,7 @@ def convert_point_transformer_checkpoint(
     )
     mapping = apply_rules(strip_prefixes(state, _PREFIXES[source]), _rules(source, task), report)
     model_cls = PointTransformerForClassification if task == "classification" else PointTransformerForMaskedModeling
-    model = model_cls(config)
-    load_converted_weights(model, state, mapping, report)
-    model.eval()
-    if output_dir is not None:
-        save_converted(model, report, output_dir)
-    return model, report
+    return build_converted(model_cls, config, state, mapping, report, output_dir), report
 
 
 def export_point_transformer_state_dict(

@@ -12,80 +12,25 @@ from ..config import document_fields
 
 __all__ = ["PAPER_PRESETS", "Any2PointConfig"]
 
-# §12: (backbone, dataset) -> config fields (`from_paper` also sets init_weights=False)
+# §12: the official fine-tuning settings, one row per (backbone, dataset); `from_paper` also sets init_weights=False.
+# A None leaves the field to the recipe (the 1D sources have no view translation, the 2D ones no line direction).
+_PRESET_COLUMNS = (
+    "adapter_rank", "scale_factor", "coef", "cell_size", "voxel_size", "pooling", "pe_injection", "knn_k",
+    "tokenizer_norm", "line_direction", "view_translation",
+)  # fmt: skip
+_PRESET_ROWS = (
+    # backbone, dataset,     rank, scale, coef, cell, voxel, pooling, pe_injection, k, norm, line, translation
+    ("clip", "scanobjectnn", 16, 0.3, 0.3, 2.0, 0.08, "mean", "every_block", 81, "group_max", (-1.0, 0.0, 1.0), None),
+    ("dinov2", "scanobjectnn", 8, 0.3, 0.7, 26.0, 0.16, "mean", "every_block", 64, "group_max", None, -1.8),
+    ("audio", "scanobjectnn", 12, 0.3, 0.5, 16.0, 0.16, "mean", "input", 64, "group_max", None, -1.4),
+    ("clip", "modelnet40", 16, 0.3, 0.5, 2.0, 0.16, "mean", "input", 64, "std", (1.0, -1.0, 0.0), None),
+    ("dinov2", "modelnet40", 8, 1.0, 0.1, 26.0, 0.16, "max_mean", "every_block", 81, "std", None, -1.4),
+    ("audio", "modelnet40", 8, 1.0, 0.1, 16.0, 0.16, "max_mean", "input", 81, "std", None, -1.4),
+)  # fmt: skip
+# (backbone, dataset) -> config fields
 PAPER_PRESETS = {
-    ("clip", "scanobjectnn"): dict(
-        adapter_rank=16,
-        scale_factor=0.3,
-        coef=0.3,
-        cell_size=2.0,
-        voxel_size=0.08,
-        pooling="mean",
-        pe_injection="every_block",
-        line_direction=(-1.0, 0.0, 1.0),
-        knn_k=81,
-        tokenizer_norm="group_max",
-    ),
-    ("dinov2", "scanobjectnn"): dict(
-        adapter_rank=8,
-        scale_factor=0.3,
-        coef=0.7,
-        cell_size=26.0,
-        voxel_size=0.16,
-        pooling="mean",
-        pe_injection="every_block",
-        view_translation=-1.8,
-        knn_k=64,
-        tokenizer_norm="group_max",
-    ),
-    ("audio", "scanobjectnn"): dict(
-        adapter_rank=12,
-        scale_factor=0.3,
-        coef=0.5,
-        cell_size=16.0,
-        voxel_size=0.16,
-        pooling="mean",
-        pe_injection="input",
-        view_translation=-1.4,
-        knn_k=64,
-        tokenizer_norm="group_max",
-    ),
-    ("clip", "modelnet40"): dict(
-        adapter_rank=16,
-        scale_factor=0.3,
-        coef=0.5,
-        cell_size=2.0,
-        voxel_size=0.16,
-        pooling="mean",
-        pe_injection="input",
-        line_direction=(1.0, -1.0, 0.0),
-        knn_k=64,
-        tokenizer_norm="std",
-    ),
-    ("dinov2", "modelnet40"): dict(
-        adapter_rank=8,
-        scale_factor=1.0,
-        coef=0.1,
-        cell_size=26.0,
-        voxel_size=0.16,
-        pooling="max_mean",
-        pe_injection="every_block",
-        view_translation=-1.4,
-        knn_k=81,
-        tokenizer_norm="std",
-    ),
-    ("audio", "modelnet40"): dict(
-        adapter_rank=8,
-        scale_factor=1.0,
-        coef=0.1,
-        cell_size=16.0,
-        voxel_size=0.16,
-        pooling="max_mean",
-        pe_injection="input",
-        view_translation=-1.4,
-        knn_k=81,
-        tokenizer_norm="std",
-    ),
+    (backbone, dataset): {k: v for k, v in zip(_PRESET_COLUMNS, values, strict=True) if v is not None}
+    for backbone, dataset, *values in _PRESET_ROWS
 }
 
 

@@ -70,68 +70,20 @@ class SourceRecipe:
         return {"coef": 0.5, "adapter_rank": 8, "cell_size": 16.0, "pe_injection": "input", "view_translation": -1.4}
 
 
-RECIPES: dict[str, SourceRecipe] = {
-    "clip_text_model": SourceRecipe(
-        "clip_text_model",
-        "embeddings.position_embedding.weight",
-        "1d",
-        "encoder.layers",
-        "mlp",
-        "final_layer_norm",
-        "text",
-        final_norm_eps=1e-6,  # the official CLIP yaml (norm_args eps 1e-6) over CLIP's ln_final weights; HF has 1e-5
-    ),
-    "bert": SourceRecipe(
-        "bert",
-        "embeddings.position_embeddings.weight",
-        "1d",
-        "encoder.layer",
-        "output.dense",
-        None,
-        "text",
-        input_norm=True,
-    ),
-    "roberta": SourceRecipe(
-        "roberta",
-        "embeddings.position_embeddings.weight",
-        "1d",
-        "encoder.layer",
-        "output.dense",
-        None,
-        "text",
-        input_norm=True,
-    ),
-    "dinov2": SourceRecipe(
-        "dinov2",
-        "embeddings.position_embeddings",
-        "2d",
-        "encoder.layer",
-        "layer_scale2",
-        "layernorm",
-        "vision",
-        cls_token="embeddings.cls_token",
-    ),
-    "audio-spectrogram-transformer": SourceRecipe(
-        "audio-spectrogram-transformer",
-        "embeddings.position_embeddings",
-        "2d",
-        "layers",
-        "mlp",
-        "layernorm",
-        "audio",
-        cls_token="embeddings.cls_token",
-    ),
-    "imagebind_audio": SourceRecipe(
-        "imagebind_audio",
-        "embeddings.position_embeddings",
-        "2d",
-        "encoder.layers",
-        "mlp",
-        "layernorm",
-        "audio",
-        cls_token="embeddings.cls_token",
-    ),
-}
+_PE, _PE_W = "embeddings.position_embeddings", "embeddings.position_embeddings.weight"
+_CLS = {"cls_token": "embeddings.cls_token"}
+# one row per source: model_type, position table, layout, layers, attach, final norm, kind, the optional fields
+_RECIPE_ROWS = (
+    # the official CLIP yaml (norm_args eps 1e-6) over CLIP's ln_final weights; HF has 1e-5
+    ("clip_text_model", "embeddings.position_embedding.weight", "1d", "encoder.layers", "mlp", "final_layer_norm",
+     "text", {"final_norm_eps": 1e-6}),
+    ("bert", _PE_W, "1d", "encoder.layer", "output.dense", None, "text", {"input_norm": True}),
+    ("roberta", _PE_W, "1d", "encoder.layer", "output.dense", None, "text", {"input_norm": True}),
+    ("dinov2", _PE, "2d", "encoder.layer", "layer_scale2", "layernorm", "vision", _CLS),
+    ("audio-spectrogram-transformer", _PE, "2d", "layers", "mlp", "layernorm", "audio", _CLS),
+    ("imagebind_audio", _PE, "2d", "encoder.layers", "mlp", "layernorm", "audio", _CLS),
+)  # fmt: skip
+RECIPES: dict[str, SourceRecipe] = {row[0]: SourceRecipe(*row[:-1], **row[-1]) for row in _RECIPE_ROWS}
 
 
 def get_recipe(model: nn.Module) -> SourceRecipe:
