@@ -45,9 +45,13 @@ def options(backbone, out, **kw) -> BenchmarkOptions:
 @pytest.mark.slow  # end to end: whole runs in fresh processes
 def test_benchmark_writes_table_json_plot_and_resumes(backbone, tmp_path):
     out = tmp_path / "bench"
-    summary = run_benchmark(options(backbone, out), log=lambda *a: None)
-    assert [r["key"] for r in summary["rows"]] == ["full", "linear", "pointgst"]  # full is always the reference
-    full, linear, gst = summary["rows"]
+    methods = ["linear", "pointgst", "scratch"]
+    summary = run_benchmark(options(backbone, out, methods=methods), log=lambda *a: None)
+    assert [r["key"] for r in summary["rows"]] == ["full", "linear", "pointgst", "scratch"]  # full: the reference
+    full, linear, gst, scratch = summary["rows"]
+    # scratch of a backbone folder ("scratch:FOLDER") is full fine-tuning's architecture and method: full's cost
+    assert scratch["backbone"].startswith("scratch:") and scratch["step_seconds"] == full["step_seconds"]
+    assert "scratch" not in json.loads((out / "costs.json").read_text())["costs"]
     assert full["step_time_ratio"] == full["peak_memory_ratio"] == full["inference_ratio"] == 1.0
     assert gst["trainable_parameters"] < full["trainable_parameters"] and linear["trainable_parameters"] > 0
     for row in summary["rows"]:
@@ -67,7 +71,7 @@ def test_benchmark_writes_table_json_plot_and_resumes(backbone, tmp_path):
         "PointGST trains <= 3% of the parameters (of full fine-tuning's count)"
     }
     # resume: every method finished, so nothing is trained or measured again and the figures are the same
-    again = run_benchmark(options(backbone, out, resume=True), log=lambda *a: None)
+    again = run_benchmark(options(backbone, out, methods=methods, resume=True), log=lambda *a: None)
     assert [r["step_seconds"] for r in again["rows"]] == [r["step_seconds"] for r in summary["rows"]]
     # the training time is the runs' own (per-epoch seconds in their history), not the resumed call's
     assert [r["train_wall_seconds"] for r in again["rows"]] == [r["train_wall_seconds"] for r in summary["rows"]]
