@@ -191,20 +191,23 @@ def build_backbone_card(
     load_code: str | None = None,
     load_import: str | None = None,
     data_sources: str | None = None,
+    license: str | None = None,
 ) -> ModelCard:
     """The card of an encoder written by `run_pretrain` (`job`: a PretrainJob): the exact command, seed, data and
     loss curve, so that anyone can remake it. `folder` holds the saved files; the usage snippet loads from `load_path`
     or, when given, the Python expression `load_code` (after the import line `load_import`, if any).
     `data_sources` (markdown: where the pre-training data come from, their licences and counts) becomes a section
-    of its own."""
+    of its own. `license` (default: the job's) is the licence of the weights, e.g. the licence the pre-training data
+    impose."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
+    license = license or job.license
     size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
     dataset_name = _DATASET_NAMES.get(job.dataset, job.dataset)
     card_data = ModelCardData(
         model_name=name,
         library_name="transformers",
-        license="apache-2.0",
+        license=license,
         tags=["point-cloud", "3d", "hf_point_peft", "point-mae", "masked-point-modeling"],
         datasets=[job.dataset],
         pipeline_tag="feature-extraction",
@@ -221,6 +224,8 @@ def build_backbone_card(
         "dataset_text": f"{dataset_name}, train split ({results['training_clouds']} clouds)"
         + (f", read from `{job.data_path}`" if job.data_path else ""),
         "final_loss": f"{results['final_loss']:.5f}",
+        "license_text": license
+        + ("" if license == "apache-2.0" else " (the licence of the pre-training data; the library is apache-2.0)"),
         "sources_section": f"## Where the pre-training data come from\n\n{data_sources.strip()}\n\n"
         if data_sources
         else "",

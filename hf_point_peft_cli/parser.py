@@ -104,6 +104,7 @@ PRETRAIN = {
     "seed": 0,
     "num_points": 1024,
     "augmentation": "scale_translate",
+    "license": "apache-2.0",
 }
 BENCHMARK = {
     "output_dir": "benchmark",
@@ -368,6 +369,13 @@ def _add_pretrain(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="a markdown file on where the pre-training data come from (sources, licences, counts), copied into the "
         "encoder's model card (e.g. the README.md that benchmarks/real_shapes/build_corpus.py writes)",
+    )
+    p.add_argument(
+        "--license",
+        default=d["license"],
+        metavar="ID",
+        help="licence of the weights in the encoder's model card, a Hub licence id; set the data's when they impose "
+        "one, e.g. cc-by-sa-3.0 (default %(default)s)",
     )
     _training_flags(p, d)
 

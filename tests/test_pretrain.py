@@ -122,9 +122,11 @@ def test_pretrain_cli_records_the_command(tmp_path):
     ]
     sources = tmp_path / "SOURCES.md"
     sources.write_text("Package `shapes-data` 1.0 (CC0): 30 models.")
-    assert cli([*args, "--data-sources", str(sources)]) == 0
+    assert cli([*args, "--data-sources", str(sources), "--license", "cc0-1.0"]) == 0
     card = (out / "encoder" / "README.md").read_text()
     assert "point-peft pretrain --output-dir " + str(out) in card
+    assert ModelCard.load(out / "encoder" / "README.md").data.license == "cc0-1.0"  # the data's licence, not ours
+    assert "**Licence of the weights:** cc0-1.0 (the licence of the pre-training data" in card
     assert "## Where the pre-training data come from\n\nPackage `shapes-data` 1.0 (CC0): 30 models." in card
     assert cli(["pretrain", "--data-sources", str(tmp_path / "missing.md")]) == 2
     assert json.loads((out / "encoder" / "config.json").read_text())["hidden_size"] == 48
@@ -150,6 +152,7 @@ def test_embedded_backbone_is_shipped_with_the_card_that_made_it(name):
     else:  # real objects: the card says where they come from, under which licence, how many
         assert job["dataset"] == "disk"
         assert "0ad-data 0.0.26-1" in card.text and "CC-BY-SA-3.0" in card.text and "3654 distinct models" in card.text
+        assert card.data.license == "cc-by-sa-3.0"  # the weights carry the models' ShareAlike licence
     assert f"{metrics['final_loss']:.5f}" in card.text
     model = PointTransformerModel.from_pretrained(folder)
     assert sum(p.numel() for p in model.parameters()) == metrics["encoder_parameters"]

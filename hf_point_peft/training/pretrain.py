@@ -69,10 +69,14 @@ class PretrainJob(RunArguments):
     command: str | None = None  # how the run was started, recorded in the encoder's model card
     name: str | None = None  # the encoder's name in its model card (default: the output folder's name)
     data_sources: str | None = None  # markdown for the card: where the data come from, licences, counts
+    license: str = (
+        "apache-2.0"  # the weights' licence in the card (an id of the Hub's list): the data's, if they impose one
+    )
 
     def result_settings(self) -> dict[str, Any]:
         """The settings that change the encoder it makes; a resume must match them."""
-        return result_settings(asdict(self), (*_NOT_RESULT, "report_to", "command", "name", "data_sources"))
+        card_only = ("command", "name", "data_sources", "license")
+        return result_settings(asdict(self), (*_NOT_RESULT, "report_to", *card_only))
 
 
 _NOT_RESULT = ("output_dir", "epochs", "resume", "overwrite_output_dir", "keep_checkpoints", "cpu", "progress")
@@ -238,14 +242,20 @@ EMBEDDED_CARDS = {
     "pointmae-real-small": {
         "load_code": "embedded_folder('pointmae-real-small')",
         "load_import": "from hf_point_peft.naming import embedded_folder",
+        # pre-trained on CC-BY-SA-3.0 models (0 A.D.): its weights carry that licence, ShareAlike (the run predates
+        # `--license`, so the card sets it here)
+        "license": "cc-by-sa-3.0",
     },
 }
 
 
-def rebuild_backbone_card(folder: str | os.PathLike, data_sources: str | None = None, **load):
+def rebuild_backbone_card(
+    folder: str | os.PathLike, data_sources: str | None = None, license: str | None = None, **load
+):
     """The card of a pre-trained encoder folder, rebuilt from its own `pretrain_metrics.json` (`load`: the
     `load_path` / `load_code` / `load_import` of `cards.build_backbone_card`; `data_sources`: a markdown section on
-    where the data come from, e.g. the README a corpus builder wrote). The embedded backbone's card is
+    where the data come from, e.g. the README a corpus builder wrote; `license`: the weights' licence, default the
+    job's). The embedded backbone's card is
     `rebuild_backbone_card(embedded_backbone_path(), **EMBEDDED_LOAD)`."""
     folder = Path(folder)
     results = json.loads((folder / "pretrain_metrics.json").read_text())
@@ -253,4 +263,4 @@ def rebuild_backbone_card(folder: str | os.PathLike, data_sources: str | None = 
     name = job.name or folder.resolve().name
     device = results.get("device", "an unrecorded device")
     sources = data_sources or job.data_sources
-    return build_backbone_card(folder, job, results, device, name, data_sources=sources, **load)
+    return build_backbone_card(folder, job, results, device, name, data_sources=sources, license=license, **load)
