@@ -69,9 +69,8 @@ class PretrainJob(RunArguments):
     command: str | None = None  # how the run was started, recorded in the encoder's model card
     name: str | None = None  # the encoder's name in its model card (default: the output folder's name)
     data_sources: str | None = None  # markdown for the card: where the data come from, licences, counts
-    license: str = (
-        "apache-2.0"  # the weights' licence in the card (an id of the Hub's list): the data's, if they impose one
-    )
+    # the weights' licence in the card (an id of the Hub's list): the data's, when they impose one
+    license: str = "apache-2.0"
 
     def result_settings(self) -> dict[str, Any]:
         """The settings that change the encoder it makes; a resume must match them."""
