@@ -21,7 +21,16 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .naming import portable_base_name
 from .tuners.card import METHOD_DESCRIPTIONS as _BY_PEFT_TYPE
 
-__all__ = ["METHOD_DESCRIPTIONS", "build_backbone_card", "build_model_card", "write_backbone_card", "write_model_card"]
+__all__ = [
+    "LIBRARY_LICENSE",
+    "METHOD_DESCRIPTIONS",
+    "build_backbone_card",
+    "build_model_card",
+    "write_backbone_card",
+    "write_model_card",
+]
+
+LIBRARY_LICENSE = "apache-2.0"  # the library's, and that of the weights it trains on data of its own
 
 _PEFT_TYPES = {"pointgst": "point_gst", "point-prompt": "point_prompt", "any2point": "any2point", "lora": "lora"}
 
@@ -97,7 +106,7 @@ def _card_data(job, results: dict[str, Any], is_peft: bool, model_name: str, bas
     return ModelCardData(
         model_name=model_name,
         library_name="peft" if is_peft else "transformers",
-        license="apache-2.0",
+        license=LIBRARY_LICENSE,
         base_model=base_model,
         tags=tags,
         datasets=[job.dataset],
@@ -225,7 +234,11 @@ def build_backbone_card(
         + (f", read from `{job.data_path}`" if job.data_path else ""),
         "final_loss": f"{results['final_loss']:.5f}",
         "license_text": license
-        + ("" if license == "apache-2.0" else " (the licence of the pre-training data; the library is apache-2.0)"),
+        + (
+            ""
+            if license == LIBRARY_LICENSE
+            else f" (the licence of the pre-training data; the library is {LIBRARY_LICENSE})"
+        ),
         "sources_section": f"## Where the pre-training data come from\n\n{data_sources.strip()}\n\n"
         if data_sources
         else "",

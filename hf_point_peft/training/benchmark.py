@@ -186,7 +186,8 @@ def _train_methods(methods, options: BenchmarkOptions, dataset_options, out: Pat
         backbone = _backbone(spec, options)
         log(f"[benchmark] {spec.label}: training {spec.epochs or options.epochs} epochs")
         results = run_finetune(_job(name, spec, backbone, options, dataset_options, out, command), log=lambda *a: None)
-        if spec.backbone != "scratch":  # scratch (of any backbone): full fine-tuning's architecture and method, so
+        # a scratch row (of any backbone) is full fine-tuning's architecture and method: its row takes full's cost
+        if spec.backbone != "scratch":
             cost_specs[name] = _cost_spec(spec.method, backbone, spec.method_options, results, options, device)
         rows.append((name, spec, results))
         log(

@@ -22,7 +22,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..cards import build_backbone_card, write_backbone_card
+from ..cards import LIBRARY_LICENSE, build_backbone_card, write_backbone_card
 from ..data import PointCloudCollator, load_point_dataset
 from ..models import PointTransformerConfig, PointTransformerForMaskedModeling
 from .arguments import RunArguments
@@ -70,7 +70,7 @@ class PretrainJob(RunArguments):
     name: str | None = None  # the encoder's name in its model card (default: the output folder's name)
     data_sources: str | None = None  # markdown for the card: where the data come from, licences, counts
     # the weights' licence in the card (an id of the Hub's list): the data's, when they impose one
-    license: str = "apache-2.0"
+    license: str = LIBRARY_LICENSE
 
     def result_settings(self) -> dict[str, Any]:
         """The settings that change the encoder it makes; a resume must match them."""
