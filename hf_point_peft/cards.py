@@ -190,6 +190,13 @@ def _pretrain_settings(job) -> dict[str, Any]:
     }
 
 
+def _weights_license_text(license: str) -> str:
+    """The card's licence line: the weights' licence, and the library's when the two differ."""
+    if license == LIBRARY_LICENSE:
+        return license
+    return f"{license} (the licence of the pre-training data; the library is {LIBRARY_LICENSE})"
+
+
 def build_backbone_card(
     folder: str | os.PathLike,
     job,
@@ -233,12 +240,7 @@ def build_backbone_card(
         "dataset_text": f"{dataset_name}, train split ({results['training_clouds']} clouds)"
         + (f", read from `{job.data_path}`" if job.data_path else ""),
         "final_loss": f"{results['final_loss']:.5f}",
-        "license_text": license
-        + (
-            ""
-            if license == LIBRARY_LICENSE
-            else f" (the licence of the pre-training data; the library is {LIBRARY_LICENSE})"
-        ),
+        "license_text": _weights_license_text(license),
         "sources_section": f"## Where the pre-training data come from\n\n{data_sources.strip()}\n\n"
         if data_sources
         else "",
