@@ -260,3 +260,13 @@ def test_summary_says_what_it_cannot_judge(tmp_path):
     assert results["every PEFT method (pointgst) above the linear probe"] == "not met"
     with pytest.raises(FileNotFoundError, match="no split_"):
         summarise.load_runs({"x": tmp_path})
+
+
+def test_summary_takes_the_scratch_row_from_the_run_it_is_told(tmp_path):
+    write_benchmark(tmp_path / "longer" / "split_0", {"full": 0.70, "linear": 0.6})
+    write_benchmark(tmp_path / "first" / "split_0", {"full": 0.65, "scratch": 0.58})
+    rows = summarise.summarise(summarise.load_runs({"longer": tmp_path / "longer", "first": tmp_path / "first"}))
+    results = {t["target"]: t["result"] for t in summarise.judge(rows, "longer", "first", scratch="first")}
+    assert results["new backbone (full fine-tuning) >= scratch + 10 points (scratch: run first)"] == "met"  # 70 >= 68
+    results = {t["target"]: t["result"] for t in summarise.judge(rows, "longer", "first")}
+    assert results["new backbone (full fine-tuning) >= scratch + 10 points"] == "not judged (rows missing)"
