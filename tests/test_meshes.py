@@ -270,3 +270,4 @@ def test_summary_takes_the_scratch_row_from_the_run_it_is_told(tmp_path):
     assert results["new backbone (full fine-tuning) >= scratch + 10 points (scratch: run first)"] == "met"  # 70 >= 68
     results = {t["target"]: t["result"] for t in summarise.judge(rows, "longer", "first")}
     assert results["new backbone (full fine-tuning) >= scratch + 10 points"] == "not judged (rows missing)"
+    assert results["every PEFT method above the linear probe"] == "not judged (rows missing)"  # no PEFT row

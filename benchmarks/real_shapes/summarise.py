@@ -100,10 +100,12 @@ def judge(rows: list[dict], new: str, old: str | None, scratch: str | None = Non
                 )
             )
     peft = [m for m in PEFT_METHODS if (new, m) in mean]
+    listed = f" ({', '.join(peft)})" if peft else ""
     targets.append(
         target(
-            f"every PEFT method ({', '.join(peft)}) above the linear probe",
-            [(new, "linear"), *((new, m) for m in peft)],
+            f"every PEFT method{listed} above the linear probe",
+            # no PEFT row at all: not judged (rather than met by an empty all())
+            [(new, "linear"), *((new, m) for m in peft or PEFT_METHODS)],
             lambda: all(mean[new, m] > mean[new, "linear"] for m in peft),
         )
     )
