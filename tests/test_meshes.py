@@ -271,3 +271,11 @@ def test_summary_takes_the_scratch_row_from_the_run_it_is_told(tmp_path):
     results = {t["target"]: t["result"] for t in summarise.judge(rows, "longer", "first")}
     assert results["new backbone (full fine-tuning) >= scratch + 10 points"] == "not judged (rows missing)"
     assert results["every PEFT method above the linear probe"] == "not judged (rows missing)"  # no PEFT row
+
+
+def test_summary_refuses_a_run_name_it_was_not_given(tmp_path, capsys):
+    write_benchmark(tmp_path / "new" / "split_0", {"full": 0.7, "scratch": 0.5})
+    with pytest.raises(SystemExit) as raised:
+        summarise.main(["--run", f"new={tmp_path / 'new'}", "--scratch", "nwe", "--out", str(tmp_path / "s")])
+    assert raised.value.code == 2
+    assert "--scratch 'nwe' names no --run; the runs are ['new']" in capsys.readouterr().err

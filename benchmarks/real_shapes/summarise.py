@@ -154,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not name:
             parser.error(f"--run expects NAME=FOLDER, got {item!r}")
         runs.append((name, Path(folder)))
+    names = {name for name, _ in runs}
+    for flag in ("new", "old", "scratch"):  # a mistyped name would only read "not judged"
+        value = getattr(args, flag)
+        if value is not None and value not in names:
+            parser.error(f"--{flag} {value!r} names no --run; the runs are {sorted(names)}")
     rows = summarise(load_runs(runs))
     targets = judge(rows, args.new or runs[0][0], args.old, args.scratch)
     command = "python benchmarks/real_shapes/summarise.py " + " ".join(argv if argv is not None else sys.argv[1:])
