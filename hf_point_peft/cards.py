@@ -90,6 +90,7 @@ def build_model_card(job, results: dict[str, Any], is_peft: bool, repo_id: str |
         "repo_repr": repr(repo_id or "path/to/this/adapter"),
         "num_labels": len(results.get("label_names") or []) or "NUM_LABELS",
         "command": job.command or "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "resume_text": "".join(f"{line}\n\n" for line in _schedule_changes(results.get("history", []))),
         "settings_rows": "\n".join(f"| {k} | {v} |" for k, v in _run_settings(job).items()),
         "wall_time": _training_time(results),
         **_result_fields(args, results),
@@ -190,6 +191,18 @@ def _pretrain_settings(job) -> dict[str, Any]:
     }
 
 
+def _schedule_changes(history: list[dict[str, Any]]) -> list[str]:
+    """One sentence per resume that changed the learning-rate schedule (`training/checkpoint.py`), for cards."""
+    return [
+        f"Resumed after epoch {row['epoch']} with `--epochs {row['schedule_change']['epochs']}`: the cosine schedule "
+        f"was recomputed for {row['schedule_change']['epochs']} epochs, so the learning rate went from "
+        f"{row['schedule_change']['learning_rate_before']:.3g} to {row['schedule_change']['learning_rate_after']:.3g} "
+        "there (a warm restart when the first schedule had ended); the command above is the last one run."
+        for row in history
+        if "schedule_change" in row
+    ]
+
+
 def _weights_license_text(license: str) -> str:
     """The card's licence line: the weights' licence, and the library's when the two differ."""
     if license == LIBRARY_LICENSE:
@@ -245,6 +258,7 @@ def build_backbone_card(
         if data_sources
         else "",
         "command": job.command or "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "resume_text": "".join(f"{line}\n\n" for line in _schedule_changes(results.get("history", []))),
         "settings_rows": "\n".join(f"| {k} | {v} |" for k, v in _pretrain_settings(job).items()),
         "wall_time": _training_time(results),
         "device": device,

@@ -91,9 +91,30 @@ def test_pretrain_resume_continues_where_it_stopped(tmp_path):
     resumed = run_pretrain(pretrain_job(out, resume=True), log=logs.append)
     assert [r["train_loss"] for r in resumed["history"]] == [r["train_loss"] for r in reference["history"]]
     assert not any("epoch 1/2" in line for line in logs), "the first epoch was trained again"
+    assert not any("schedule_change" in r for r in resumed["history"]), "the same schedule read as a changed one"
     a = load_file(tmp_path / "a" / "encoder" / "model.safetensors")
     b = load_file(out / "encoder" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_with_more_epochs_says_the_schedule_changed(tmp_path, caplog):
+    """`--epochs` may grow on resume; the cosine schedule is then recomputed for the new length, so the learning rate
+    jumps (after a finished decay, a warm restart): the log, the metrics and the encoder's card all say so."""
+    out = tmp_path / "pt"
+    first = run_pretrain(pretrain_job(out, epochs=1, warmup_epochs=0.0), log=lambda *a: None)
+    ended = first["history"][-1]["learning_rate"]
+    assert ended == pytest.approx(1e-6)  # the one-epoch schedule decayed to its minimum
+    with caplog.at_level("INFO", logger="hf_point_peft"):
+        resumed = run_pretrain(pretrain_job(out, epochs=3, warmup_epochs=0.0, resume=True), log=lambda *a: None)
+    change = resumed["history"][0]["schedule_change"]
+    assert change["epochs"] == 3 and change["learning_rate_before"] == ended
+    assert change["learning_rate_after"] > 100 * ended  # a third of the way into a 3-epoch cosine
+    assert resumed["history"][1]["learning_rate"] > ended and len(resumed["history"]) == 3
+    assert any("--epochs 3 changes the learning-rate schedule" in r.getMessage() for r in caplog.records)
+    saved = json.loads((out / "encoder" / "pretrain_metrics.json").read_text())
+    assert saved["history"][0]["schedule_change"] == change
+    card = (out / "encoder" / "README.md").read_text()
+    assert "Resumed after epoch 1 with `--epochs 3`" in card and f"{ended:.3g} to" in card
 
 
 def test_pretrain_resume_refuses_another_architecture(tmp_path):

@@ -327,5 +327,10 @@ def test_resume_counts_every_epoch_s_time_and_refuses_a_longer_run(backbone, tmp
     assert [r["seconds"] for r in resumed["history"]][:1] == [r["seconds"] for r in first["history"]]
     assert resumed["training_seconds"] == pytest.approx(sum(r["seconds"] for r in resumed["history"]))
     assert resumed["training_seconds"] > first["training_seconds"] > 0
+    # the longer run's schedule is not the first one's: the jump is recorded (and logged), and the card says it
+    change = resumed["history"][0]["schedule_change"]
+    assert change["epochs"] == 2 and change["learning_rate_before"] == first["history"][0]["learning_rate"]
+    assert change["learning_rate_after"] > change["learning_rate_before"]
+    assert "Resumed after epoch 1 with `--epochs 2`" in (out / "adapter" / "README.md").read_text()
     with pytest.raises(ValueError, match=r"has 2 epochs done, but this run has only 1"):
         run_finetune(job(backbone, out, epochs=1, resume=True), log=lambda *a: None)

@@ -9,6 +9,7 @@ is refused with the differences named.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -56,10 +57,18 @@ def prune_checkpoints(folder: str | os.PathLike, keep: int) -> None:
 
 
 def start_or_resume(
-    accelerator, folder: Path, manifest: dict[str, Any], epochs: int, resume: bool, overwrite: bool, log=None
+    accelerator,
+    folder: Path,
+    manifest: dict[str, Any],
+    epochs: int,
+    resume: bool,
+    overwrite: bool,
+    log=None,
+    scheduler=None,
 ) -> tuple[list[dict[str, Any]], int]:
     """(history, first epoch to run): a fresh start (after `clear_for_fresh_run`), or the state, history and epoch
-    of the latest checkpoint in `folder`, checked against this run's manifest and epoch count."""
+    of the latest checkpoint in `folder`, checked against this run's manifest and epoch count. With `scheduler`, a
+    resume that changes the learning-rate schedule (more `--epochs`) is recorded and logged (`_note_schedule_change`)."""
     if not resume:
         clear_for_fresh_run(folder, overwrite, remove=accelerator.is_main_process)
         accelerator.wait_for_everyone()
@@ -76,7 +85,28 @@ def start_or_resume(
     history = json.loads((path / "history.json").read_text())
     if log is not None:
         log(f"resumed from {path} (epoch {epoch + 1} of {epochs} done)")
+    if scheduler is not None and history:
+        _note_schedule_change(scheduler, history, epochs, log)
     return history, epoch + 1
+
+
+def _note_schedule_change(scheduler, history: list[dict[str, Any]], epochs: int, log=None) -> None:
+    """A resume with more `--epochs` recomputes the schedule for the new length, so the learning rate at the resumed
+    step is the new schedule's, not the one the checkpoint's run reached (after a finished cosine decay, a warm
+    restart). Never silent: logged, and kept on the checkpoint's last history row as `schedule_change`, which the
+    metrics and the pre-trained encoder's card carry."""
+    inner = getattr(scheduler, "scheduler", scheduler)  # accelerate wraps the torch scheduler
+    before = history[-1].get("learning_rate")
+    after = inner.base_lrs[0] * inner.lr_lambdas[0](inner.last_epoch)
+    if before is None or math.isclose(before, after, rel_tol=1e-6, abs_tol=1e-12):
+        return
+    history[-1]["schedule_change"] = {"epochs": epochs, "learning_rate_before": before, "learning_rate_after": after}
+    if log is not None:
+        log(
+            f"--epochs {epochs} changes the learning-rate schedule of the run resumed after epoch "
+            f"{history[-1]['epoch']}: it is recomputed for {epochs} epochs, so the learning rate goes from "
+            f"{before:.3g} to {after:.3g} here (recorded in the metrics as schedule_change)"
+        )
 
 
 _IDENTITY = ("method", "backbone", "model_type", "hidden_size", "dataset", "num_labels", "trainable_parameter_names")

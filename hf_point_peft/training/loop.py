@@ -220,7 +220,14 @@ def train(
     )
     checkpoints = out / "checkpoints"
     history, start_epoch = start_or_resume(
-        accelerator, checkpoints, manifest, args.epochs, args.resume, args.overwrite_output_dir, _main_log(accelerator)
+        accelerator,
+        checkpoints,
+        manifest,
+        args.epochs,
+        args.resume,
+        args.overwrite_output_dir,
+        _main_log(accelerator),
+        scheduler=scheduler,
     )
     start_trackers(accelerator, args.report_to, manifest)
     clock = Clock(args.epochs, start_epoch)

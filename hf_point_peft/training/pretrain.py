@@ -128,6 +128,7 @@ def run_pretrain(job: PretrainJob, log=logger.info) -> dict[str, Any]:
         job.resume,
         job.overwrite_output_dir,
         _main_log(accelerator),
+        scheduler=scheduler,
     )
     start_trackers(accelerator, job.report_to, manifest)
     clock = Clock(job.epochs, first)
