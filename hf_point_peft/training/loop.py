@@ -219,16 +219,7 @@ def train(
         model, optimizer, run_data.train_loader, run_data.validation_loader, run_data.test_loader, scheduler
     )
     checkpoints = out / "checkpoints"
-    history, start_epoch = start_or_resume(
-        accelerator,
-        checkpoints,
-        manifest,
-        args.epochs,
-        args.resume,
-        args.overwrite_output_dir,
-        _main_log(accelerator),
-        scheduler=scheduler,
-    )
+    history, start_epoch = _start(accelerator, checkpoints, manifest, args, scheduler)
     start_trackers(accelerator, args.report_to, manifest)
     clock = Clock(args.epochs, start_epoch)
     step = _Stepper(model, optimizer, scheduler, accelerator, args, steps_per_epoch)
@@ -255,6 +246,21 @@ def train(
     results["model"] = accelerator.unwrap_model(model)
     results["accelerator"] = accelerator
     return results
+
+
+def _start(accelerator, checkpoints: Path, manifest: dict[str, Any], args: TrainingArguments, scheduler):
+    """(history, first epoch): a fresh run, or the latest checkpoint's state checked against this run's settings; a
+    changed learning-rate schedule (more `--epochs`) is logged and recorded (`start_or_resume`)."""
+    return start_or_resume(
+        accelerator,
+        checkpoints,
+        manifest,
+        args.epochs,
+        args.resume,
+        args.overwrite_output_dir,
+        _main_log(accelerator),
+        scheduler=scheduler,
+    )
 
 
 class _Stepper:
