@@ -174,6 +174,22 @@ def test_resume_refuses_another_method(backbone, tmp_path):
     assert cli([*cli_args(backbone, out, "--epochs", "2", "--resume"), "--method", "full"]) == 2
 
 
+def test_resume_refuses_a_backbone_folder_whose_weights_changed(backbone, tmp_path):
+    """Same backbone name, other weights (an embedded backbone updated, a folder pre-trained again): refused, named."""
+    out = tmp_path / "run"
+    run_finetune(job(backbone, out, epochs=1), log=lambda *a: None)
+    manifest = json.loads((latest_checkpoint(out / "checkpoints")[1] / "manifest.json").read_text())
+    assert len(manifest["backbone_weights"]) == 16
+    run_finetune(job(backbone, out, epochs=2, resume=True), log=lambda *a: None)  # the same weights: resumes
+    torch.manual_seed(1)
+    PointTransformerModel(PointTransformerModel.from_pretrained(backbone).config).save_pretrained(backbone)
+    with pytest.raises(ValueError, match="different run set-up.*backbone_weights: checkpoint '[0-9a-f]{16}' vs this"):
+        run_finetune(job(backbone, out, epochs=3, resume=True), log=lambda *a: None)
+    del manifest["backbone_weights"]  # a checkpoint of an earlier version records no digest: not compared
+    (latest_checkpoint(out / "checkpoints")[1] / "manifest.json").write_text(json.dumps(manifest))
+    run_finetune(job(backbone, out, epochs=3, resume=True), log=lambda *a: None)
+
+
 def test_kill_during_checkpoint_write_keeps_previous(tmp_path):
     target = tmp_path / "checkpoints" / "epoch-0001"
     atomic_directory(target, lambda d: (d / "manifest.json").write_text("{}"))

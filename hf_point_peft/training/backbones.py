@@ -4,6 +4,7 @@ local folder or a Hub id."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -15,7 +16,14 @@ from transformers import AutoConfig
 from ..models import AutoModelForPointCloudClassification
 from ..naming import EMBEDDED_SCHEME, MINILM_HUB_ID, resolve_base_name
 
-__all__ = ["EMBEDDED_BACKBONE", "embedded_backbone_path", "load_classifier", "load_source", "resolve_backbone"]
+__all__ = [
+    "EMBEDDED_BACKBONE",
+    "backbone_weights_digest",
+    "embedded_backbone_path",
+    "load_classifier",
+    "load_source",
+    "resolve_backbone",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +58,23 @@ def resolve_backbone(name: str) -> tuple[str, bool]:
     if name == "scratch":
         return str(embedded_backbone_path()), False
     return name, True
+
+
+def backbone_weights_digest(name: str) -> str | None:
+    """A short sha256 of the weight files of a backbone held in a local folder (the embedded ones included), so that
+    a run resumed on the same name with other weights (an updated embedded backbone, a folder pre-trained again) is
+    refused; None where no local weights are read (scratch, a Hub id)."""
+    source, pretrained = resolve_backbone(name)
+    folder = Path(source)
+    if not pretrained or not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin")):
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 @contextlib.contextmanager

@@ -109,7 +109,17 @@ def _note_schedule_change(scheduler, history: list[dict[str, Any]], epochs: int,
         )
 
 
-_IDENTITY = ("method", "backbone", "model_type", "hidden_size", "dataset", "num_labels", "trainable_parameter_names")
+_IDENTITY = (
+    "method",
+    "backbone",
+    "backbone_weights",
+    "model_type",
+    "hidden_size",
+    "dataset",
+    "num_labels",
+    "trainable_parameter_names",
+)
+_RECORDED_SINCE = ("backbone_weights",)  # compared only when the checkpoint records it (earlier ones do not)
 
 
 class ResumeMismatch(ValueError):
@@ -139,7 +149,7 @@ def check_manifest(saved: dict[str, Any], current: dict[str, Any], checkpoint: P
     `current` has are compared (a check before the model is built knows the settings, not the parameter names), and
     settings only when the checkpoint records them (checkpoints of earlier versions do not)."""
     diffs = []
-    for key in (k for k in _IDENTITY if k in current):
+    for key in (k for k in _IDENTITY if k in current and (k in saved or k not in _RECORDED_SINCE)):
         a, b = saved.get(key), current.get(key)
         if a != b:
             if key == "trainable_parameter_names":

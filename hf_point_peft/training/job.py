@@ -17,7 +17,7 @@ from peft import PeftModel
 
 from ..data import load_point_dataset
 from ..errors import SettingError
-from .backbones import load_classifier, load_source, resolve_backbone
+from .backbones import backbone_weights_digest, load_classifier, load_source, resolve_backbone
 from .checkpoint import atomic_directory, result_settings, write_json_atomic
 from .loop import TrainingArguments, train
 from .methods import SOURCE_METHODS, prepare_model
@@ -74,6 +74,7 @@ def _manifest(job: FinetuneJob, model: torch.nn.Module, num_labels: int) -> dict
     return {
         "method": job.method,
         "backbone": job.backbone,
+        "backbone_weights": backbone_weights_digest(job.backbone),
         "model_type": base.config.model_type,
         "hidden_size": base.config.hidden_size,
         "num_channels": getattr(base.config, "num_channels", 3),

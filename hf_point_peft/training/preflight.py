@@ -13,6 +13,7 @@ from typing import Any
 
 from ..data import check_dataset_source
 from ..errors import SettingError
+from .backbones import backbone_weights_digest
 from .checkpoint import check_run_folder
 
 __all__ = ["check_backbone_options", "check_finetune", "check_pretrain", "check_trackers"]
@@ -93,6 +94,7 @@ def check_finetune(job) -> None:
     current = {
         "method": job.method,
         "backbone": job.backbone,
+        "backbone_weights": backbone_weights_digest(job.backbone),
         "dataset": job.dataset if job.data_path is None else f"{job.dataset}:{job.data_path}",
         "settings": job.result_settings(),
     }
