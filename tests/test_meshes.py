@@ -273,6 +273,21 @@ def test_summary_takes_the_scratch_row_from_the_run_it_is_told(tmp_path):
     assert results["every PEFT method above the linear probe"] == "not judged (rows missing)"  # no PEFT row
 
 
+def test_summary_takes_the_any2point_row_from_the_run_it_is_told(tmp_path):
+    """Any2Point reads its source encoder, not the backbone: the PEFT target of a new backbone can use the Any2Point
+    row of another run, and says which."""
+    write_benchmark(tmp_path / "longer" / "split_0", {"full": 0.70, "linear": 0.6, "pointgst": 0.7})
+    write_benchmark(tmp_path / "first" / "split_0", {"full": 0.65, "linear": 0.5, "any2point": 0.55})
+    rows = summarise.summarise(summarise.load_runs({"longer": tmp_path / "longer", "first": tmp_path / "first"}))
+    results = {t["target"]: t["result"] for t in summarise.judge(rows, "longer", None, any2point="first")}
+    assert results["every PEFT method (pointgst, any2point of run first) above the linear probe"] == "not met"  # 55<60
+    results = {t["target"]: t["result"] for t in summarise.judge(rows, "longer", None)}
+    assert results["every PEFT method (pointgst) above the linear probe"] == "met"  # without it: 70 > 60
+    with pytest.raises(SystemExit) as raised:
+        summarise.main(["--run", f"a={tmp_path / 'first'}", "--any2point", "b", "--out", str(tmp_path / "s")])
+    assert raised.value.code == 2
+
+
 def test_summary_refuses_a_run_name_it_was_not_given(tmp_path, capsys):
     write_benchmark(tmp_path / "new" / "split_0", {"full": 0.7, "scratch": 0.5})
     with pytest.raises(SystemExit) as raised:

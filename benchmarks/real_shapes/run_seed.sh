@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # More seeds for the real-shape evaluation: the given methods (default: full fine-tuning and training from scratch,
 # the pair behind the "new backbone beats scratch by 10 points" target) on the three object-disjoint splits with
-# another seed, into benchmarks/results/real_shapes/epochs_N/<real|synthetic>_backbone_seedS; the summary pools these
+# another seed, into benchmarks/results/real_shapes/epochs_N/<shipped|synthetic>_backbone_seedS; the summary pools these
 # runs with seed 0's (summarise.py, a --run name given more than once). BACKBONE=synthetic runs the old, synthetic-shape
 # backbone (`embedded`) instead of the real-object one; BACKBONE=FOLDER runs a backbone folder written by
 # `point-peft pretrain`, into <folder name>_backbone_seedS. About 15 minutes a split for the default pair at 12 epochs
@@ -15,7 +15,7 @@ shift 2
 [ $# -gt 0 ] && METHODS=("$@") || METHODS=(full scratch)
 LABEL=${BACKBONE:-real}
 case $LABEL in
-  real) MODEL=hf_point_peft:embedded/pointmae-real-small ;;
+  real) MODEL=hf_point_peft:embedded/pointmae-real-small LABEL=shipped ;;  # real_backbone_seed1: the first weights
   synthetic) MODEL=embedded ;;
   *)
     [ -f "$LABEL/config.json" ] || { echo "BACKBONE must be real, synthetic or a backbone folder, got '$LABEL'" >&2; exit 2; }

@@ -63,13 +63,17 @@ def summarise(table: dict[tuple[str, str], dict]) -> list[dict]:
     return rows
 
 
-def judge(rows: list[dict], new: str, old: str | None, scratch: str | None = None) -> list[dict]:
+def judge(
+    rows: list[dict], new: str, old: str | None, scratch: str | None = None, any2point: str | None = None
+) -> list[dict]:
     """The four targets on the means: the new backbone (run `new`) beats scratch by 10 points or more and beats the
     old backbone (run `old`, the same method); PointGST at most 1 point below full fine-tuning; every PEFT method
-    above the linear probe. Scratch rows do not read the backbone: `scratch` names the run whose scratch row the
-    margin uses (default: `new`), and the target then says so."""
+    above the linear probe. Two rows do not read the backbone: `scratch` names the run whose scratch row the margin
+    uses and `any2point` the run whose Any2Point row (it reads its source encoder) the PEFT target uses (default:
+    `new`); the targets then say so."""
     mean = {(r["run"], r["key"]): r["mean"] for r in rows}
     scratch = scratch or new
+    any2point = any2point or new
 
     def target(name: str, needed: list[tuple[str, str]], holds) -> dict:
         if any(k not in mean for k in needed):
@@ -99,14 +103,15 @@ def judge(rows: list[dict], new: str, old: str | None, scratch: str | None = Non
                     lambda key=key: mean[new, key] > mean[old, key],
                 )
             )
-    peft = [m for m in PEFT_METHODS if (new, m) in mean]
-    listed = f" ({', '.join(peft)})" if peft else ""
+    rows_of = {m: (any2point if m == "any2point" else new, m) for m in PEFT_METHODS}
+    peft = [rows_of[m] for m in PEFT_METHODS if rows_of[m] in mean]
+    listed = ", ".join(m if run == new else f"{m} of run {run}" for run, m in peft)
     targets.append(
         target(
-            f"every PEFT method{listed} above the linear probe",
+            f"every PEFT method{f' ({listed})' if peft else ''} above the linear probe",
             # no PEFT row at all: not judged (rather than met by an empty all())
-            [(new, "linear"), *((new, m) for m in peft or PEFT_METHODS)],
-            lambda: all(mean[new, m] > mean[new, "linear"] for m in peft),
+            [(new, "linear"), *(peft or rows_of.values())],
+            lambda: all(mean[row] > mean[new, "linear"] for row in peft),
         )
     )
     return targets
@@ -146,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scratch", help="the run whose from-scratch row the margin uses (default: --new; scratch has no backbone)"
     )
+    parser.add_argument(
+        "--any2point", help="the run whose Any2Point row the PEFT target uses (default: --new; it reads no backbone)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output path without suffix (.json and .md)")
     args = parser.parse_args(argv)
     runs = []
@@ -155,12 +163,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--run expects NAME=FOLDER, got {item!r}")
         runs.append((name, Path(folder)))
     names = {name for name, _ in runs}
-    for flag in ("new", "old", "scratch"):  # a mistyped name would only read "not judged"
+    for flag in ("new", "old", "scratch", "any2point"):  # a mistyped name would only read "not judged"
         value = getattr(args, flag)
         if value is not None and value not in names:
             parser.error(f"--{flag} {value!r} names no --run; the runs are {sorted(names)}")
     rows = summarise(load_runs(runs))
-    targets = judge(rows, args.new or runs[0][0], args.old, args.scratch)
+    targets = judge(rows, args.new or runs[0][0], args.old, args.scratch, args.any2point)
     command = "python benchmarks/real_shapes/summarise.py " + " ".join(argv if argv is not None else sys.argv[1:])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out.with_suffix(".json"), {"command": command, "rows": rows, "targets": targets})

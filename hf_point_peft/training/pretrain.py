@@ -237,14 +237,20 @@ EMBEDDED_LOAD = {
     "load_code": "embedded_backbone_path()",
     "load_import": "from hf_point_peft.training.backbones import embedded_backbone_path",
 }
+# where the real-object backbone's pre-training data come from: the README that build_corpus.py wrote for its corpus
+REAL_CORPUS_SOURCES = (
+    "Made by `python benchmarks/real_shapes/build_corpus.py --out data/real_corpus --cache /tmp/meshsrc`: 3654 distinct"
+    " models of 4010 read from 0ad-data 0.0.26-1 (CC-BY-SA-3.0 (the package's copyright file: `Files: *`, Copyright"
+    " 2010 Wildfire Games)); left out: {'fewer than 12 triangles': 271, 'same geometry as a model kept': 74, 'a test"
+    " or placeholder model': 11}.\n"
+)
 EMBEDDED_CARDS = {
     "pointmae-synthetic-small": EMBEDDED_LOAD,
     "pointmae-real-small": {
         "load_code": "embedded_folder('pointmae-real-small')",
         "load_import": "from hf_point_peft.naming import embedded_folder",
-        # pre-trained on CC-BY-SA-3.0 models (0 A.D.): its weights carry that licence, ShareAlike (the run predates
-        # `--license`, so the card sets it here)
-        "license": "cc-by-sa-3.0",
+        # the run (50 epochs) was started without --data-sources: the card names the corpus here
+        "data_sources": REAL_CORPUS_SOURCES,
     },
 }
 
