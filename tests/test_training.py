@@ -174,15 +174,24 @@ def test_resume_refuses_another_method(backbone, tmp_path):
     assert cli([*cli_args(backbone, out, "--epochs", "2", "--resume"), "--method", "full"]) == 2
 
 
-def test_resume_refuses_a_backbone_folder_whose_weights_changed(backbone, tmp_path):
-    """Same backbone name, other weights (an embedded backbone updated, a folder pre-trained again): refused, named."""
+def test_resume_refuses_a_backbone_folder_whose_weights_changed(backbone, tmp_path, caplog):
+    """Same backbone name, other weights (an embedded backbone updated, a folder pre-trained again): a resume is
+    refused, naming it; the saved adapter still loads on them, with a warning that names both digests."""
+    from hf_point_peft.training.job import load_trained
+
     out = tmp_path / "run"
     run_finetune(job(backbone, out, epochs=1), log=lambda *a: None)
     manifest = json.loads((latest_checkpoint(out / "checkpoints")[1] / "manifest.json").read_text())
     assert len(manifest["backbone_weights"]) == 16
     run_finetune(job(backbone, out, epochs=2, resume=True), log=lambda *a: None)  # the same weights: resumes
+    with caplog.at_level("WARNING"):
+        load_trained(out / "adapter")
+    assert "trained on backbone weights" not in caplog.text
     torch.manual_seed(1)
     PointTransformerModel(PointTransformerModel.from_pretrained(backbone).config).save_pretrained(backbone)
+    with caplog.at_level("WARNING"):
+        load_trained(out / "adapter")
+    assert f"trained on backbone weights {manifest['backbone_weights']} (sha256 prefix), but {backbone}" in caplog.text
     with pytest.raises(ValueError, match="different run set-up.*backbone_weights: checkpoint '[0-9a-f]{16}' vs this"):
         run_finetune(job(backbone, out, epochs=3, resume=True), log=lambda *a: None)
     del manifest["backbone_weights"]  # a checkpoint of an earlier version records no digest: not compared

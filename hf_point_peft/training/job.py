@@ -224,6 +224,18 @@ def _base_here(recorded: str | None, trained_on: str | None) -> str | None:
     return recorded
 
 
+def _warn_if_other_weights(folder: Path, trained_on: str | None, base_name: str) -> None:
+    """Say so when the base found here holds other weights than the adapter was trained on (an embedded backbone
+    updated since, a folder pre-trained again under its name): the adapter still loads, its outputs will differ."""
+    here = backbone_weights_digest(base_name) if trained_on else None
+    if here is not None and here != trained_on:
+        logger.warning(
+            f"the adapter in {folder} was trained on backbone weights {trained_on} (sha256 prefix), but {base_name} "
+            f"here holds {here}: it loads, and its outputs differ from the training run's; pass the backbone it was "
+            "trained on"
+        )
+
+
 def load_trained(folder: str | os.PathLike, backbone: str | None = None):
     """Load what `run_finetune` saved: a PEFT adapter folder (onto its recorded base, or `backbone`) or a full model."""
     from peft import PeftConfig
@@ -241,6 +253,7 @@ def load_trained(folder: str | os.PathLike, backbone: str | None = None):
     base_name = backbone or _base_here(peft_config.base_model_name_or_path, meta.get("job", {}).get("backbone"))
     if base_name is None:
         raise SettingError("backbone", None, f"{folder} records no base model: pass the backbone it was trained on")
+    _warn_if_other_weights(folder, meta.get("manifest", {}).get("backbone_weights"), base_name)
     if peft_config.peft_type == "ANY2POINT":
         return PeftModel.from_pretrained(load_source(base_name), folder)
     # an adapter saved outside finetune (no training metrics) records the class count of the head it trained
