@@ -189,8 +189,8 @@ def probe_hub(
                 raise
             code, message = described
             missing_file = type(err).__name__ in ("RemoteEntryNotFoundError", "EntryNotFoundError")
-            if not missing_file:
-                raise CommandError(message, code) from err
+            if not missing_file:  # a mistyped local path reads as a Hub id: say that no such folder is here either
+                raise CommandError(message + (f" ({local_hint})" if local_hint else ""), code) from err
             last = err
     raise CommandError(
         f"{what} {repo_id}: the Hub repository has no {' and no '.join(names)}, so it holds no "

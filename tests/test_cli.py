@@ -336,7 +336,10 @@ def test_evaluate_names_what_is_missing(env, tmp_path, fake_hub):
     )
     one_line_error(point_peft(env, "evaluate", "user/adapter"), 1, "evaluate user/adapter", "HF_HUB_OFFLINE=1")
     missing = point_peft(env, "evaluate", "user/adapter", HF_HUB_OFFLINE="0", HF_ENDPOINT=fake_hub)
-    one_line_error(missing, 2, "evaluate user/adapter: no such repository")
+    one_line_error(missing, 2, "evaluate user/adapter: no such repository", "(no folder user/adapter here)")
+    # a mistyped relative path reads as a Hub id: the network failure says that no such folder is here either
+    closed = point_peft(env, "evaluate", "run/adaptr", HF_HUB_OFFLINE="0", HF_ENDPOINT="http://127.0.0.1:9")
+    one_line_error(closed, 1, "cannot reach the Hub", "(no folder run/adaptr here)")
 
 
 def test_an_adapter_saved_from_python_under_its_own_name_evaluates(env, tmp_path, backbone):
