@@ -69,19 +69,17 @@ class FinetuneJob:
         return result_settings(values, _NOT_RESULT)
 
 
-def _manifest(job: FinetuneJob, model: torch.nn.Module, num_labels: int) -> dict[str, Any]:
+def _manifest(checked: dict[str, Any], model: torch.nn.Module, num_labels: int) -> dict[str, Any]:
+    """The checkpoint manifest: the identity `check_finetune` checked (method, backbone and its weights, dataset,
+    settings) and what only the built model knows."""
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     return {
-        "method": job.method,
-        "backbone": job.backbone,
-        "backbone_weights": backbone_weights_digest(job.backbone),
+        **checked,
         "model_type": base.config.model_type,
         "hidden_size": base.config.hidden_size,
         "num_channels": getattr(base.config, "num_channels", 3),
-        "dataset": job.dataset if job.data_path is None else f"{job.dataset}:{job.data_path}",
         "num_labels": num_labels,
         "trainable_parameter_names": sorted(n for n, p in model.named_parameters() if p.requires_grad),
-        "settings": job.result_settings(),
     }
 
 
@@ -90,14 +88,14 @@ def run_finetune(job: FinetuneJob, log=logger.info) -> dict[str, Any]:
     Every setting is checked first (`check_finetune`), before the data are read or anything is written."""
     start = time.perf_counter()
     args = job.training
-    check_finetune(job)
+    checked = check_finetune(job)
     data = load_point_dataset(job.dataset, job.data_path, **job.dataset_options)
     names = _label_names(data)
     set_seed(args.seed)  # the new head and the adapters are initialised from the run's seed
     model, config = _model(job, names, log)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in (model.get_base_model() if isinstance(model, PeftModel) else model).parameters())
-    manifest = _manifest(job, model, len(names))
+    manifest = _manifest(checked, model, len(names))
     log(
         f"{job.method} on {job.backbone} ({config.model_type}, width {config.hidden_size}), dataset {job.dataset}: "
         f"{trainable:,} trainable parameters of {total:,} ({100 * trainable / total:.2f}%)"

@@ -81,8 +81,9 @@ def check_backbone_options(backbone: str, method: str, model_options: dict[str, 
         )
 
 
-def check_finetune(job) -> None:
-    """All the checks of a fine-tuning job (a `FinetuneJob`), in the order a user would fix them."""
+def check_finetune(job) -> dict[str, Any]:
+    """All the checks of a fine-tuning job (a `FinetuneJob`), in the order a user would fix them. Returns the run's
+    identity as checked against the output folder's checkpoints (the start of its checkpoint manifest)."""
     from .methods import check_method_options
 
     args = job.training
@@ -101,6 +102,7 @@ def check_finetune(job) -> None:
     check_run_folder(
         Path(args.output_dir) / "checkpoints", current, args.epochs, args.resume, args.overwrite_output_dir
     )
+    return current
 
 
 def check_pretrain(job) -> None:
