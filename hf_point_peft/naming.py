@@ -79,7 +79,11 @@ def resolve_base_name(name: str | os.PathLike, strict: bool = True) -> str:
         if not (folder / "config.json").is_file():
             if not strict:
                 return name
-            raise FileNotFoundError(f"{name!r} names an embedded model that this installation does not hold ({folder})")
+            held = sorted(EMBEDDED_SCHEME + p.name for p in _assets().iterdir() if (p / "config.json").is_file())
+            raise FileNotFoundError(
+                f"{name!r} names an embedded model that this installation does not hold ({folder}); it holds "
+                f"{', '.join(held)}"
+            )
         return str(folder)
     if name == MINILM_HUB_ID:
         minilm = _minilm_folder()

@@ -303,6 +303,17 @@ def test_hub_backbone_failures_are_one_line_with_what_to_do(env, tmp_path, fake_
     untouched(env, out)
 
 
+def test_a_mistyped_embedded_name_lists_the_embedded_models(env, tmp_path):
+    out = tmp_path / "out"
+    typo = point_peft(
+        env, "finetune", "--backbone", "hf_point_peft:embedded/pointmae-real-smal", "--output-dir", str(out)
+    )
+    one_line_error(typo, 2, "'hf_point_peft:embedded/pointmae-real-smal' names an embedded model", "it holds")
+    assert "hf_point_peft:embedded/pointmae-real-small" in typo.stderr
+    assert "hf_point_peft:embedded/pointmae-synthetic-small" in typo.stderr
+    untouched(env, out)
+
+
 def test_push_failures_say_what_is_missing(env, tmp_path, fake_hub):
     folder = tmp_path / "adapter"
     folder.mkdir()
