@@ -349,6 +349,38 @@ def test_half_precision_base(case, dtype, autocast_adapter_dtype):
 
 
 @pytest.mark.parametrize("case", cases(METHODS))
+def test_half_precision_base_loaded_with_low_cpu_mem_usage(case, tmp_path):
+    """The saved head and cls token (modules_to_save) take the base's dtype, as with a regular load: peft 0.21 assigns
+    the file's float32 copies, and the first forward of a bfloat16 base failed on mixed dtypes."""
+    reference = case.peft_model()
+    train_step(reference, case)
+    reference.save_pretrained(tmp_path)
+    x = _half_case_inputs(case, torch.bfloat16)
+    outputs = []
+    for low_cpu_mem_usage in (False, True):
+        loaded = PeftModel.from_pretrained(
+            case.build_base().to(torch.bfloat16), tmp_path, low_cpu_mem_usage=low_cpu_mem_usage
+        )
+        saved_copies = {p.dtype for n, p in loaded.named_parameters() if "modules_to_save" in n}
+        assert saved_copies <= {torch.bfloat16}, saved_copies
+        outputs.append(logits(loaded, x))
+        assert outputs[-1].dtype == torch.bfloat16 and torch.isfinite(outputs[-1]).all()
+    ref = logits(reference, x.float())
+    assert (outputs[1].float() - ref).abs().max() <= 0.1 * ref.abs().max() + 1e-2
+
+
+@pytest.mark.parametrize("case", cases())
+def test_an_adapter_loaded_for_inference_trains_nothing(case, tmp_path):
+    """from_pretrained without is_trainable freezes every tensor of the adapter, those the methods wrap after peft's
+    injection (Point-PEFT's final norm) included; with is_trainable they train."""
+    case.peft_model().save_pretrained(tmp_path)
+    frozen = PeftModel.from_pretrained(case.build_base(), tmp_path, adapter_name="served")
+    assert [n for n, p in frozen.named_parameters() if p.requires_grad] == []
+    trainable = PeftModel.from_pretrained(case.build_base(), tmp_path, adapter_name="served", is_trainable=True)
+    assert any(case.prefix in n for n, p in trainable.named_parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("case", cases(METHODS))
 def test_autocast_on_a_float32_base_still_works(case):
     model = case.peft_model()
     x = case.inputs(seed=5)

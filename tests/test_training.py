@@ -359,3 +359,43 @@ def test_resume_counts_every_epoch_s_time_and_refuses_a_longer_run(backbone, tmp
     assert "Resumed after epoch 1 with `--epochs 2`" in (out / "adapter" / "README.md").read_text()
     with pytest.raises(ValueError, match=r"has 2 epochs done, but this run has only 1"):
         run_finetune(job(backbone, out, epochs=1, resume=True), log=lambda *a: None)
+
+
+def test_class_counts_that_differ_are_replaced_or_refused_by_name(backbone, tmp_path):
+    """A classifier backbone of another class count (a ModelNet40 model fine-tuned on another set) gets a new head,
+    said in one line; an adapter evaluated on data of other classes is refused, naming both, instead of failing in
+    the loss or printing 0%; weights of other shapes outside the head are refused."""
+    from datasets import ClassLabel
+
+    from hf_point_peft import PointTransformerForClassification
+    from hf_point_peft.data import load_point_dataset
+    from hf_point_peft.errors import SettingError
+    from hf_point_peft.training.backbones import load_classifier
+    from hf_point_peft.training.inference import evaluate_saved
+
+    config = PointTransformerModel.from_pretrained(backbone).config
+    classifiers = {}
+    for classes in (5, 40):  # the same encoder weights (built first from the same seed), heads of 5 and 40 classes
+        config.num_labels = classes
+        torch.manual_seed(0)
+        classifiers[classes] = tmp_path / f"classifier_{classes}"
+        PointTransformerForClassification(config).save_pretrained(classifiers[classes])
+    lines = []
+    results = run_finetune(job(classifiers[5], tmp_path / "run", epochs=1), log=lines.append)
+    assert "the backbone's 5-class head is replaced by a new 15-class head" in "\n".join(lines)
+    adapter = tmp_path / "run" / "adapter"
+    # on a base whose head has 40 classes: the adapter's trained 15-class head replaces it
+    on_40 = evaluate_saved(adapter, backbone=str(classifiers[40]))
+    assert on_40["accuracy"] == results["test_accuracy"]
+
+    data = load_point_dataset("synthetic", **DATA)
+    names = data["train"].features["label"].names
+    five = data.filter(lambda row: row["label"] < 5).cast_column("label", ClassLabel(names=names[:5]))
+    five.save_to_disk(tmp_path / "five")
+    with pytest.raises(SettingError, match=r"predicts 15 classes and this dataset has 5 \("):
+        evaluate_saved(adapter, dataset="disk", data_path=str(tmp_path / "five"))
+    data.cast_column("label", ClassLabel(names=names[::-1])).save_to_disk(tmp_path / "renamed")
+    with pytest.raises(SettingError, match=f"trained on other classes \\(class 0 is '{names[0]}' there and"):
+        evaluate_saved(adapter, dataset="disk", data_path=str(tmp_path / "renamed"))
+    with pytest.raises(SettingError, match="weights of other shapes than the model built from it: .*embeddings"):
+        load_classifier(str(classifiers[5]), 15, hidden_size=2 * config.hidden_size, intermediate_size=64)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from transformers import AutoConfig
 
+from ..errors import SettingError
 from ..models import AutoModelForPointCloudClassification
 from ..naming import EMBEDDED_SCHEME, MINILM_HUB_ID, resolve_base_name
 
@@ -98,7 +99,15 @@ def _report_new_weights(info: dict, num_labels: int, source: str, log: Callable[
     missing = sorted(info.get("missing_keys") or [])
     head = [k for k in missing if k.split(".")[0] == "classifier"]
     others = [k for k in missing if k not in head]
-    if head:
+    resized = {key: shapes for key, *shapes in info.get("mismatched_keys") or []}
+    wrong = sorted(k for k in resized if k.split(".")[0] != "classifier")
+    if wrong:  # only the head may change shape (its class count); anything else is another architecture
+        shown = ", ".join(f"{k} {tuple(resized[k][0])} in the backbone, {tuple(resized[k][1])} here" for k in wrong[:3])
+        raise SettingError("backbone", source, f"weights of other shapes than the model built from it: {shown}")
+    if resized:
+        old = next((shape[0][0] for key, shape in resized.items() if key.endswith(".weight")), "?")
+        log(f"the backbone's {old}-class head is replaced by a new {num_labels}-class head")
+    elif head:
         log(f"new {num_labels}-class head initialised ({len(head)} tensors not in the backbone)")
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
@@ -117,16 +126,19 @@ def load_classifier(
     """A point classifier with a fresh `num_labels` head on `backbone` (weights loaded unless "scratch"); the new head
     is reported in one line through `log`."""
     source, pretrained = resolve_backbone(backbone)
-    kwargs = {"num_labels": num_labels, **config_overrides}
-    if id2label is not None:
+    kwargs = dict(config_overrides)
+    if id2label is not None:  # the names set the class count (num_labels besides them reads as a conflict)
         kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
         kwargs["label2id"] = {v: int(k) for k, v in id2label.items()}
+    else:
+        kwargs["num_labels"] = num_labels
     if pretrained:
         if os.path.isdir(source) and not (Path(source) / "config.json").is_file():
             raise FileNotFoundError(f"{source} is not a model folder (no config.json)")
         with _without_load_report():
+            # a classifier's head of another class count (a ModelNet40 model fine-tuned on ScanObjectNN) is replaced
             model, info = AutoModelForPointCloudClassification.from_pretrained(
-                source, output_loading_info=True, **kwargs
+                source, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
             )
         _report_new_weights(info, num_labels, source, log)
         return model

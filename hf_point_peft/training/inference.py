@@ -39,6 +39,45 @@ def _check_saved_folder(path: Path) -> None:
         )
 
 
+def _head_classes(model) -> int | None:
+    """The class count of a loaded classifier: Any2Point's head is the method's own (its config), else the model's."""
+    peft_config = getattr(model, "peft_config", {}).get(getattr(model, "active_adapter", None))
+    count = getattr(peft_config, "num_labels", None)
+    if count is None:
+        count = getattr(getattr(model, "config", None), "num_labels", None)
+    return count
+
+
+def _check_classes(model, split_data, trained_names: list[str] | None, path: Path, dataset: str) -> None:
+    """The head must predict the classes of the evaluated split, in their order: another class count fails inside the
+    loss or reads as 0% accuracy, other names as a meaningless figure."""
+    from datasets import ClassLabel
+
+    feature = split_data.features.get("label")
+    names = list(feature.names) if isinstance(feature, ClassLabel) else None
+    count = _head_classes(model)
+    if names is not None and count is not None and count != len(names):
+        raise SettingError(
+            "dataset",
+            dataset,
+            f"{path} predicts {count} classes and this dataset has {len(names)} ({', '.join(names[:5])}"
+            f"{', ...' if len(names) > 5 else ''}): evaluate on the dataset it was trained for",
+        )
+    if names is not None and trained_names and list(trained_names) != names:
+        pairs = list(zip(trained_names, names))
+        first = next((i for i, (there, here) in enumerate(pairs) if there != here), None)
+        differs = (
+            f"class {first} is {trained_names[first]!r} there and {names[first]!r} here"
+            if first is not None
+            else f"{len(trained_names)} classes there and {len(names)} here"
+        )
+        raise SettingError(
+            "dataset",
+            dataset,
+            f"{path} was trained on other classes ({differs}): evaluate on the dataset it was trained for",
+        )
+
+
 def evaluate_saved(
     path: str | os.PathLike,
     *,
@@ -76,6 +115,7 @@ def evaluate_saved(
     if split not in data:
         raise SettingError("split", split, f"the dataset has no such split; it has {', '.join(data)}")
     model = load_trained(path, backbone=backbone)
+    _check_classes(model, data[split], meta.get("label_names"), path, dataset)
     accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu)
     channels = getattr(model.config, "num_channels", 3) if hasattr(model, "config") else 3
     seed = meta.get("arguments", {}).get("seed", 0)

@@ -341,6 +341,12 @@ class PointTuner(InputDependentTuner):
                 self._wrap_other(config, adapter_name, target, target_name, parent, key)
                 if key not in self.targeted_module_names:
                     self.targeted_module_names.append(key)
+        # peft froze an inference-mode adapter (a load without is_trainable) before this pass: freeze its modules too
+        if config.inference_mode:
+            for key in [*self._statistics_targets, *self._extra_targets(config)]:
+                wrapped = model.get_submodule(key)
+                if isinstance(wrapped, BaseTunerLayer):
+                    wrapped.set_adapter(wrapped.active_adapters, inference_mode=True)
 
     def _wrap_other(self, config, adapter_name, target, target_name, parent, key) -> None:
         """A tokenizer BatchNorm gets the method's statistics layer; subclasses wrap their extra modules."""

@@ -7,6 +7,11 @@ and BatchNorms (no `weight` of their own for peft to read) and keep tuner-level 
 prompt coordinates and local attention, Any2Point's tokenizer and head), which peft's helpers do not visit; this
 module extends both steps to them. The forwards cast an adapter's input to the adapter's dtype and its output back
 to the base's dtype, so a float32 adapter runs on a bfloat16 / float16 base.
+
+peft's `ModulesToSaveWrapper` (the trained head and cls token that the point methods save by default) has no such
+step: a `low_cpu_mem_usage` load assigns the file's float32 copies onto a bfloat16 base, whose first forward then fails
+on mixed dtypes (LoRA with a saved head does the same in peft 0.21). The tuners' step puts those copies on the device
+and dtype of the module they copy, which is what a regular load (copying into the base-dtype copy) gives.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import itertools
 import torch
 from peft.tuners._buffer_dict import BufferDict
 from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils.other import ModulesToSaveWrapper
 from torch import nn
 
 __all__ = ["FollowsBase", "TunerModulesFollowBase", "first_float", "HALF_DTYPES"]
@@ -90,6 +96,16 @@ class TunerModulesFollowBase:
                 container[adapter_name] = item.to(device, dtype=dtype)
             else:
                 item.to(device, dtype=dtype)
+        self._place_saved_module_copies(adapter_name)
+
+    def _place_saved_module_copies(self, adapter_name: str) -> None:
+        """`modules_to_save` copies of `adapter_name` to the device and dtype of the module each copies."""
+        for wrapper in self.model.modules():
+            if not isinstance(wrapper, ModulesToSaveWrapper) or adapter_name not in wrapper.modules_to_save:
+                continue
+            copy, reference = wrapper.modules_to_save[adapter_name], first_float(wrapper.original_module)
+            if reference is not None and reference.device != _META and not _on_meta(copy):
+                copy.to(reference.device, dtype=reference.dtype)
 
     def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
         super()._cast_adapter_dtype(adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
