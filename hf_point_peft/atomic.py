@@ -36,11 +36,13 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def atomic_directory(target: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+def atomic_directory(target: str | os.PathLike, write: Callable[[Path], None], replace_foreign: bool = True) -> Path:
     """Call `write(tmp_dir)` then move the finished folder to `target`, replacing an existing one.
 
     The old folder is only removed after the new one is in place; at every moment either the old or the new
-    complete folder exists under `target` (or its `.old` twin during the swap)."""
+    complete folder exists under `target` (or its `.old` twin during the swap). With `replace_foreign=False`, an
+    existing `target` that holds entries the new folder does not (a user's own files, not an earlier version of
+    this output) is left alone and a FileExistsError names them."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
@@ -48,6 +50,8 @@ def atomic_directory(target: str | os.PathLike, write: Callable[[Path], None]) -
         tmp.mkdir()
         write(tmp)
         _apply_umask(tmp)
+        if not replace_foreign:
+            _refuse_foreign(target, {p.name for p in tmp.iterdir()})
         if target.exists():
             old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
             os.replace(target, old)
@@ -59,6 +63,19 @@ def atomic_directory(target: str | os.PathLike, write: Callable[[Path], None]) -
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _refuse_foreign(target: Path, written: set[str]) -> None:
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{target} is a file, not a folder: choose a new or empty folder")
+    foreign = sorted(p.name for p in target.iterdir()) if target.is_dir() else []
+    foreign = [name for name in foreign if name not in written]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise FileExistsError(
+            f"{target} holds files this output does not write ({shown}), which replacing it would delete: choose a "
+            "new or empty folder, or move them"
+        )
 
 
 def _apply_umask(folder: Path) -> None:

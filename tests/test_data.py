@@ -267,3 +267,20 @@ def test_collator_train_is_per_sample_deterministic_and_eval_is_fixed():
     assert torch.equal(ev(rows)["points"], ev(rows)["points"])
     with pytest.raises(ValueError, match="augmentation"):
         PointCloudCollator(augmentation="jitter")
+
+
+def test_splits_with_other_classes_or_no_clouds_are_refused(tmp_path):
+    """A test split whose ClassLabel differs from the training split's (other names, order or count) would be scored
+    against the wrong classes; an empty split would fail only after training. Both are refused at load, by name."""
+    write_scanobjectnn(tmp_path)
+    data = read_scanobjectnn(tmp_path)
+    names = list(SCANOBJECTNN_CLASSES)
+    reordered = DatasetDict(train=data["train"], test=data["test"].cast_column("label", ClassLabel(names=names[::-1])))
+    reordered.save_to_disk(str(tmp_path / "reordered"))
+    with pytest.raises(
+        ValueError, match=f"test split of disk at .* has other classes than the train split .*{names[-1]}"
+    ):
+        load_point_dataset("disk", tmp_path / "reordered")
+    write_scanobjectnn(tmp_path / "empty", n=(5, 0))
+    with pytest.raises(ValueError, match="the test split of scanobjectnn-pb_t50_rs at .* is empty"):
+        load_point_dataset("scanobjectnn-pb_t50_rs", tmp_path / "empty")

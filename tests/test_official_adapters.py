@@ -232,6 +232,49 @@ def test_backbone_converter_refuses_unknown_sizes(tmp_path):
         convert_point_gpt_checkpoint(checkpoint(gpt), generator_num_hidden_layers=0)
 
 
+def test_incomplete_checkpoints_are_refused_naming_the_tensor(tmp_path):
+    """A missing tensor is never filled with random or zero values: refused, naming it, as a ValueError (one line on
+    the command line), wherever the converter would have read it."""
+    from hf_point_peft.models.point_transformer.convert_point_transformer import convert_point_transformer_checkpoint
+
+    backbone = random_state(point_mae_finetune(W, DEPTH, CLASSES), seed=4)
+    for key in ("blocks.blocks.1.attn.qkv.weight", "blocks.blocks.0.mlp.fc1.weight"):  # used / read for the sizes
+        lacking = {k: v for k, v in backbone.items() if k != key}
+        with pytest.raises(ValueError, match=f"(lacks 1 tensor of the backbone|has no '{key}')"):
+            convert_point_transformer_checkpoint(checkpoint(lacking), "point-mae", **SIZES)
+    yaml = write_yaml(tmp_path / "finetune.yaml", rank=RANK, local=8)
+    state = pointgst_state()
+    for key in ("blocks.blocks.1.gft_adapter.up.weight", "blocks.blocks.0.gft_adapter.down.weight"):
+        lacking = {k: v for k, v in state.items() if k != key}
+        with pytest.raises(ValueError, match=f"has no '{key}'"):
+            convert_pointgst_checkpoint(checkpoint(lacking), official_config=yaml)
+    ft, pre, _ = point_peft_states(seed=3)
+    del ft["blocks.blocks.0.cp_adapter.ln1.weight"]
+    with pytest.raises(ValueError, match="has no 'blocks.blocks.0.cp_adapter.ln1.weight'"):
+        convert_point_prompt_checkpoint(checkpoint(ft), pretrained=checkpoint(pre), **SIZES)
+
+
+def test_convert_keeps_a_users_files_and_names_an_unreadable_bank(tmp_path, capsys):
+    from hf_point_peft.cli import main
+
+    torch.save(checkpoint(random_state(point_mae_finetune(W, DEPTH, CLASSES), seed=4)), tmp_path / "mae.pth")
+    out = tmp_path / "mine"
+    (out / "sub").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    args = ["convert", "--from", "point-mae", str(tmp_path / "mae.pth"), "--num-groups", "16", "--group-size", "8"]
+    assert main([*args, "--num-points", "256", "--out", str(out)]) == 2
+    assert "holds files this output does not write (notes.txt, sub)" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "sub"]
+    assert main([*args, "--num-points", "256", "--out", str(tmp_path / "new")]) == 0
+    assert main([*args, "--num-points", "256", "--out", str(tmp_path / "new")]) == 0  # an earlier output: replaced
+    ft, pre, _ = point_peft_states(seed=3)
+    (tmp_path / "bank.pt").write_bytes(b"not a tensor file")
+    with pytest.raises(ValueError, match=r"could not read .*bank.pt with torch.load\(weights_only=True\): \w+"):
+        convert_point_prompt_checkpoint(
+            checkpoint(ft), pretrained=checkpoint(pre), memory_bank=tmp_path / "bank.pt", **SIZES
+        )
+
+
 # ------------------------------------------------------------------------------------------------------ Point-PEFT
 PP_DEPTH = 7  # blocks 0-5 prompted, block 6 not: its prompts and cp_adapter are created but unused officially
 TUNED = ("attn.proj.bias", "mlp.fc1.bias", "mlp.fc2.bias", "norm1.bias", "norm2.bias")

@@ -65,6 +65,8 @@ class OfficialState:
         return key in self.original
 
     def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self.original:
+            raise ValueError(f"the checkpoint has no {key!r}: it is not a complete checkpoint of the layout this reads")
         return self.raw[self.original[key]]
 
     def __iter__(self):
@@ -194,7 +196,7 @@ def write_converted(
             base.save_pretrained(folder)
             write_text_atomic(folder / "conversion_report.txt", report_text)
 
-        converted.base_dir = atomic_directory(output_dir / "base", write_base)
+        converted.base_dir = atomic_directory(output_dir / "base", write_base, replace_foreign=False)
         for config in converted.model.peft_config.values():
             config.base_model_name_or_path = str(converted.base_dir.resolve())
 
@@ -203,7 +205,7 @@ def write_converted(
         card(folder)
         write_text_atomic(folder / "conversion_report.txt", report_text)
 
-    converted.adapter_dir = atomic_directory(output_dir / "adapter", write_adapter)
+    converted.adapter_dir = atomic_directory(output_dir / "adapter", write_adapter, replace_foreign=False)
     return converted
 
 

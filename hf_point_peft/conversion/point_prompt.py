@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ..models.conversion import official_sizes, resolve_sizes
+from ..models.conversion import official_sizes, read_tensor_file, resolve_sizes
 from ..tuners import PointPromptConfig
 from .card import ConversionCard, MethodIdentity, checkpoint_name
 from .common import ConvertedAdapter, OfficialState, PointMethodConversion
@@ -197,7 +197,7 @@ def _bank(state: OfficialState, memory_bank, width: int, report) -> torch.Tensor
 
 
 def _load_tensor(path) -> torch.Tensor:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = read_tensor_file(path, "memory bank")
     if isinstance(obj, Mapping):
         tensors = [v for v in obj.values() if isinstance(v, torch.Tensor)]
         obj = tensors[0] if len(tensors) == 1 else obj

@@ -27,6 +27,7 @@ IDENTITY = MethodIdentity(
 )
 # official PCSA sub-module -> ours: `norm_ly1` normalises the global branch, `norm_ly2` the local one
 _PCSA_PARTS = {"down": "down", "up": "up", "adapt1": "adapt1", "norm_ly1": "norm_g", "norm_ly2": "norm_l"}
+_PARAMS = ("weight", "bias")
 _ADAPTER_KEY = re.compile(r"blocks\.(?:blocks|layers)\.(\d+)\.gft_adapter\.(\w+)\.(weight|bias)")
 
 POINTGST_DEVIATIONS = [
@@ -73,12 +74,13 @@ def convert_pointgst_checkpoint(
     config = _config(job, blocks, gpt, base.config.num_hidden_layers, official_config, method_options)
     model = job.inject(config, adapter_name, keep_base=output_dir is not None)
     layers = (model.get_base_model().point_gpt if gpt else model.get_base_model().point_transformer).encoder.layers
-    for key, match in adapter_keys.items():
-        if match is None or match.group(2) not in _PCSA_PARTS:
-            continue  # left for `finish` to refuse
-        n, part, param = int(match.group(1)), _PCSA_PARTS[match.group(2)], match.group(3)
-        adapter = layers[n].point_gst_adapter[adapter_name]
-        state.place(key, getattr(getattr(adapter, part), param), f"layers.{n}.point_gst_adapter.{part}.{param}")
+    # every tensor of every adapter comes from the checkpoint (a missing one is refused, naming it); official keys
+    # no rule reads are left for `finish` to refuse
+    rename = {f"{ours}.{param}": f"{official}.{param}" for official, ours in _PCSA_PARTS.items() for param in _PARAMS}
+    for n in blocks:
+        where = f"layers.{n}.point_gst_adapter"
+        prefix = f"blocks.{'layers' if gpt else 'blocks'}.{n}.gft_adapter."
+        state.place_module(prefix, layers[n].point_gst_adapter[adapter_name], where, rename=rename)
     card = ConversionCard(
         IDENTITY,
         checkpoint=checkpoint_name(checkpoint),

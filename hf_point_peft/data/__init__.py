@@ -112,12 +112,44 @@ def load_point_dataset(name: str, path: str | os.PathLike | None = None, **kwarg
     if not Path(path).exists():
         raise FileNotFoundError(f"dataset folder not found: {path}")
     if name == "modelnet40":
-        return read_modelnet40_text(path, **kwargs)
-    if name == "modelnet40-h5":
-        return read_modelnet40_h5(path, **kwargs)
-    if name.startswith("scanobjectnn-"):
-        return read_scanobjectnn(path, name.split("-", 1)[1].upper(), **kwargs)
-    data = load_from_disk(str(path))
-    if not isinstance(data, DatasetDict):
-        raise ValueError(f"{path} holds a single Dataset; save a DatasetDict with 'train' and 'test' splits")
+        data = read_modelnet40_text(path, **kwargs)
+    elif name == "modelnet40-h5":
+        data = read_modelnet40_h5(path, **kwargs)
+    elif name.startswith("scanobjectnn-"):
+        data = read_scanobjectnn(path, name.split("-", 1)[1].upper(), **kwargs)
+    else:
+        try:
+            data = load_from_disk(str(path))
+        except OSError:
+            raise
+        except Exception as err:  # noqa: BLE001 - datasets fails inside pyarrow on a damaged or empty split
+            raise ValueError(f"could not read the dataset saved at {path}: {type(err).__name__}: {err}") from err
+        if not isinstance(data, DatasetDict):
+            raise ValueError(f"{path} holds a single Dataset; save a DatasetDict with 'train' and 'test' splits")
+    _check_splits(data, name, path)
     return data
+
+
+def _check_splits(data: DatasetDict, name: str, path) -> None:
+    """Every split holds clouds and names the same classes as the training split, in the same order: a test label
+    read against other class names gives a meaningless accuracy, and an empty split fails only after training."""
+    for split, part in data.items():
+        if part.num_rows == 0:
+            raise ValueError(f"the {split} split of {name} at {path} is empty: it holds no clouds")
+    reference = data["train"].features.get("label") if "train" in data else None
+    if reference is None:
+        return
+    for split, part in data.items():
+        label = part.features.get("label")
+        if label != reference:
+            raise ValueError(
+                f"the {split} split of {name} at {path} has other classes than the train split ({_classes(label)} "
+                f"against {_classes(reference)}): give every split the same ClassLabel"
+            )
+
+
+def _classes(feature) -> str:
+    names = getattr(feature, "names", None)
+    if names is None:
+        return repr(feature)
+    return f"{len(names)} classes: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"

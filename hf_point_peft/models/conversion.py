@@ -135,24 +135,41 @@ def _preview(keys: list[str], limit: int = 6) -> str:
     return shown + (f", ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
 
+def read_tensor_file(path: str | os.PathLike, what: str):
+    """`torch.load(weights_only=True)` of a file, every failure (a truncated file, a text file, a pickle of other
+    objects) a ValueError that names the file and the reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with the file name and the reason
+        reason = f"{type(err).__name__}: {' '.join(str(err).split())}"
+        raise ValueError(
+            f"could not read {path} with torch.load(weights_only=True): {reason}. Only tensor files are accepted; "
+            "arbitrary pickles are refused for safety."
+        ) from err
+
+
+class CheckpointTensors(dict):
+    """A checkpoint's tensors by name; a missing one is a ValueError naming it (a KeyError ends as a traceback)."""
+
+    def __missing__(self, key: str):
+        raise ValueError(f"the checkpoint has no {key!r}: it is not a complete checkpoint of the layout this reads")
+
+
+# model tensors a checkpoint may lack and that start from fresh values: the classification head (a pre-training
+# checkpoint has none), cls tokens and norms (Point-MAE pre-trains without), num_batches_tracked counters, and the
+# masked-modeling decoder (a pre-training checkpoint of another family). Any other gap is refused.
+_MAY_START_FRESH = re.compile(r"^(classifier|decoder|reconstruction_head)\.|cls|mask_token|num_batches_tracked$")
+
+
 def load_official_state_dict(checkpoint: str | os.PathLike | Mapping) -> dict[str, torch.Tensor]:
     """Read an official checkpoint with `torch.load(weights_only=True)` and return its model state dict.
 
     Accepts the official `{'base_model': ...}` / `{'model': ...}` / `{'state_dict': ...}` wrappers or a bare state dict.
     """
-    if isinstance(checkpoint, Mapping):
-        obj = checkpoint
-    else:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint file not found: {path}")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - re-raised with the file name and the reason
-            raise ValueError(
-                f"could not read {path} with torch.load(weights_only=True): {err}. Only tensor checkpoints are "
-                "accepted; arbitrary pickles are refused for safety."
-            ) from err
+    obj = checkpoint if isinstance(checkpoint, Mapping) else read_tensor_file(checkpoint, "checkpoint")
     for wrapper in ("base_model", "model", "state_dict"):
         if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
             obj = obj[wrapper]
@@ -247,6 +264,12 @@ def load_converted_weights(
         new_state[target] = tensor.to(own[target].dtype)
         report.used[original] = target
     report.missing = sorted(k for k in own if k not in new_state)
+    gaps = [k for k in report.missing if not _MAY_START_FRESH.search(k)]
+    if gaps:
+        raise ValueError(
+            f"the checkpoint lacks {len(gaps)} tensor{'s' if len(gaps) > 1 else ''} of the backbone ({_preview(gaps, 4)}); "
+            "converted, they would start from random values and the model would not compute what the checkpoint computed"
+        )
     model.load_state_dict(new_state, strict=False)
 
 
@@ -258,7 +281,7 @@ def save_converted(model, report: ConversionReport, output_dir: str | os.PathLik
         model.save_pretrained(folder)
         write_text_atomic(folder / "conversion_report.txt", report.full_text())
 
-    return atomic_directory(output_dir, write)
+    return atomic_directory(output_dir, write, replace_foreign=False)
 
 
 def build_converted(

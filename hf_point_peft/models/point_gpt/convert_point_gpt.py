@@ -77,7 +77,9 @@ def point_gpt_config_from_state_dict(
     points, heads of an unusual width and the classes of a new head come from `official_config` (the official yaml)
     or `overrides`, and are refused with the flags to pass when neither sets them."""
     conversion.refuse_method_checkpoint(state, "pointgpt")
-    s = {key: state[orig] for key, orig in conversion.strip_prefixes(state, _PREFIXES).items()}
+    s = conversion.CheckpointTensors(
+        {key: state[orig] for key, orig in conversion.strip_prefixes(state, _PREFIXES).items()}
+    )
     if "blocks.sos" not in s:
         raise ValueError(f"not a PointGPT checkpoint: no 'blocks.sos' (first keys: {list(state)[:5]})")
     width = s["blocks.sos"].shape[0]

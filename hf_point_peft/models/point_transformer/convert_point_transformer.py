@@ -14,6 +14,7 @@ import torch
 
 from ..conversion import (
     BACKBONE_SIZES,
+    CheckpointTensors,
     ConversionReport,
     KeyRule,
     apply_rules,
@@ -162,7 +163,7 @@ def point_transformer_config_from_state_dict(
     refused with the flags to pass when neither sets it. Nothing falls back silently."""
     _check_source(source)
     refuse_method_checkpoint(state, source)
-    stripped = {key: state[orig] for key, orig in strip_prefixes(state, _PREFIXES[source]).items()}
+    stripped = CheckpointTensors({key: state[orig] for key, orig in strip_prefixes(state, _PREFIXES[source]).items()})
     if "norm.weight" not in stripped:
         raise ValueError(
             f"not a {source} encoder checkpoint: no 'norm.weight' after stripping {_PREFIXES[source]} "
