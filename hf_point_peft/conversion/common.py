@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_directory, write_text_atomic
-from ..models.conversion import ConversionReport, load_official_state_dict, strip_prefixes
+from ..models.conversion import ConversionReport, load_official_state_dict, missing_tensor, strip_prefixes
 from .card import point_load_code, write_conversion_card
 
 __all__ = [
@@ -66,7 +66,7 @@ class OfficialState:
 
     def __getitem__(self, key: str) -> torch.Tensor:
         if key not in self.original:
-            raise ValueError(f"the checkpoint has no {key!r}: it is not a complete checkpoint of the layout this reads")
+            raise missing_tensor(key)
         return self.raw[self.original[key]]
 
     def __iter__(self):

@@ -133,15 +133,12 @@ def load_point_dataset(name: str, path: str | os.PathLike | None = None, **kwarg
 def _check_splits(data: DatasetDict, name: str, path) -> None:
     """Every split holds clouds and names the same classes as the training split, in the same order: a test label
     read against other class names gives a meaningless accuracy, and an empty split fails only after training."""
+    reference = data["train"].features.get("label") if "train" in data else None
     for split, part in data.items():
         if part.num_rows == 0:
             raise ValueError(f"the {split} split of {name} at {path} is empty: it holds no clouds")
-    reference = data["train"].features.get("label") if "train" in data else None
-    if reference is None:
-        return
-    for split, part in data.items():
         label = part.features.get("label")
-        if label != reference:
+        if reference is not None and label != reference:
             raise ValueError(
                 f"the {split} split of {name} at {path} has other classes than the train split ({_classes(label)} "
                 f"against {_classes(reference)}): give every split the same ClassLabel"

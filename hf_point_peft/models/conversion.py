@@ -151,11 +151,16 @@ def read_tensor_file(path: str | os.PathLike, what: str):
         ) from err
 
 
+def missing_tensor(key: str) -> ValueError:
+    """The error for a tensor a converter reads and the checkpoint lacks (a KeyError would end as a traceback)."""
+    return ValueError(f"the checkpoint has no {key!r}: it is not a complete checkpoint of the layout this reads")
+
+
 class CheckpointTensors(dict):
-    """A checkpoint's tensors by name; a missing one is a ValueError naming it (a KeyError ends as a traceback)."""
+    """A checkpoint's tensors by name; a missing one is `missing_tensor`'s ValueError, naming it."""
 
     def __missing__(self, key: str):
-        raise ValueError(f"the checkpoint has no {key!r}: it is not a complete checkpoint of the layout this reads")
+        raise missing_tensor(key)
 
 
 # model tensors a checkpoint may lack and that start from fresh values: the classification head (a pre-training

@@ -335,15 +335,16 @@ class PointTuner(InputDependentTuner):
         """peft's injection (the blocks), then the pass of the statistics and extra modules."""
         super().inject_adapter(model, adapter_name, **kwargs)
         config = self.peft_config[adapter_name]
+        keys = [*self._statistics_targets, *sorted(self._extra_targets(config))]
         with init_empty_weights() if kwargs.get("low_cpu_mem_usage") else nullcontext():
-            for key in [*self._statistics_targets, *sorted(self._extra_targets(config))]:
+            for key in keys:
                 parent, target, target_name = _get_submodules(model, key)
                 self._wrap_other(config, adapter_name, target, target_name, parent, key)
                 if key not in self.targeted_module_names:
                     self.targeted_module_names.append(key)
         # peft froze an inference-mode adapter (a load without is_trainable) before this pass: freeze its modules too
         if config.inference_mode:
-            for key in [*self._statistics_targets, *self._extra_targets(config)]:
+            for key in keys:
                 wrapped = model.get_submodule(key)
                 if isinstance(wrapped, BaseTunerLayer):
                     wrapped.set_adapter(wrapped.active_adapters, inference_mode=True)
