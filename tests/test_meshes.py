@@ -15,14 +15,22 @@ import pytest
 from datasets import load_from_disk
 
 from hf_point_peft.data import load_point_dataset
-from hf_point_peft.data.meshes import Mesh, clouds_dataset, normalise_cloud, read_obj, read_pmd, sample_surface
+from hf_point_peft.data.meshes import (
+    Mesh,
+    clouds_dataset,
+    normalise_cloud,
+    read_g3d,
+    read_obj,
+    read_pmd,
+    sample_surface,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "real_shapes"))
 
 import build_corpus  # noqa: E402
 import build_evaluation  # noqa: E402
 import summarise  # noqa: E402
-from sources import catalogue_items, geometry_key, zero_ad_meshes  # noqa: E402
+from sources import catalogue_items, geometry_key  # noqa: E402
 
 
 # ------------------------------------------------------------------ readers
@@ -64,6 +72,56 @@ def pmd_bytes(vertices, faces, version: int = 4, uv_sets: int = 1) -> bytes:
 
 
 TETRA = ([(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)], [(0, 1, 2), (0, 1, 3), (0, 2, 3), (1, 2, 3)])
+
+
+def g3d_mesh_bytes(frames, faces, textures: int = 0) -> bytes:
+    """One G3D (version 4) mesh: header, texture paths, every frame's vertices, then normals, texture coordinates
+    when textured, u32 indices."""
+    num_vertices = len(frames[0])
+    header = b"mesh".ljust(64, b"\0") + struct.pack("<III", len(frames), num_vertices, 3 * len(faces))
+    header += struct.pack("<8f", 0.5, 0.5, 0.5, 0, 0, 0, 0, 1) + struct.pack("<II", 0, textures)
+    header += b"".join(b"texture.tga".ljust(64, b"\0") for bit in range(8) if textures & (1 << bit))
+    body = b"".join(struct.pack("<3f", *v) for frame in frames for v in frame)
+    body += struct.pack(f"<{3 * num_vertices * len(frames)}f", *[0.0] * 3 * num_vertices * len(frames))
+    if textures:
+        body += struct.pack(f"<{2 * num_vertices}f", *[0.5] * 2 * num_vertices)
+    return header + body + b"".join(struct.pack("<3I", *f) for f in faces)
+
+
+def g3d_bytes(*meshes: bytes) -> bytes:
+    return b"G3D\x04" + struct.pack("<HB", len(meshes), 0) + b"".join(meshes)
+
+
+def test_g3d_models_join_their_meshes_at_the_first_frame():
+    vertices, faces = TETRA
+    moved = [(x + 5, y, z) for x, y, z in vertices]  # a second animation frame, not read
+    data = g3d_bytes(
+        g3d_mesh_bytes([vertices, moved], faces, textures=0b101),
+        g3d_mesh_bytes([[(2, 0, 0), (3, 0, 0), (2, 1, 0)]], [(0, 1, 2)]),
+    )
+    mesh = read_g3d(data, "tower.g3d")
+    np.testing.assert_array_equal(mesh.vertices[:4], np.array(vertices, dtype=float))
+    np.testing.assert_array_equal(mesh.vertices[4:], [[2, 0, 0], [3, 0, 0], [2, 1, 0]])
+    np.testing.assert_array_equal(mesh.faces, np.array([*faces, (4, 5, 6)]))
+    assert mesh.area() > 0
+
+
+def test_g3d_reader_names_what_it_cannot_read():
+    good = g3d_bytes(g3d_mesh_bytes([TETRA[0]], TETRA[1]))
+    with pytest.raises(ValueError, match=r"x\.g3d: not a G3D model"):
+        read_g3d(b"PSMD" + good[4:], "x.g3d")
+    with pytest.raises(ValueError, match="tree.g3d: unsupported G3D version 3"):
+        read_g3d(b"G3D\x03" + good[4:], "tree.g3d")
+    with pytest.raises(ValueError, match="tree.g3d: truncated or corrupted G3D"):
+        read_g3d(good[:-5], "tree.g3d")
+    with pytest.raises(ValueError, match="7 bytes after the last mesh"):
+        read_g3d(good + bytes(7), "tree.g3d")
+    with pytest.raises(ValueError, match="not whole triangles"):
+        read_g3d(good.replace(struct.pack("<III", 1, 4, 12), struct.pack("<III", 1, 4, 11), 1), "tree.g3d")
+    with pytest.raises(ValueError, match=r"tree.g3d: .*face indices must lie in \[0, 4\)"):
+        read_g3d(g3d_bytes(g3d_mesh_bytes([TETRA[0]], [(0, 1, 9)])), "tree.g3d")
+    with pytest.raises(ValueError, match=r"empty.g3d: the model has no triangles \(0 meshes, 0 vertices\)"):
+        read_g3d(g3d_bytes(), "empty.g3d")
 
 
 @pytest.mark.parametrize("version,uv_sets", [(4, 1), (4, 2), (3, 1), (1, 1)])
@@ -171,9 +229,11 @@ def test_evaluation_splits_are_object_disjoint_and_loadable(tmp_path):
     assert len(set(test_sets)) > 1  # the splits differ
 
 
-# ------------------------------------------------------------------ 0 A.D. -> pre-training corpus
-def test_corpus_keeps_distinct_usable_models(tmp_path):
-    archive = tmp_path / "public.zip"
+# ------------------------------------------------------------------ 0 A.D. and MegaGlest -> pre-training corpus
+def zero_ad_package(root: Path) -> Path:
+    """An unpacked `0ad-data` holding five PMD models: two of one geometry, one too small, one test model."""
+    archive = root / "usr/share/games/0ad/mods/public/public.zip"
+    archive.parent.mkdir(parents=True)
     scaled = [tuple(2 * c for c in v) for v in TETRA[0]]
     with zipfile.ZipFile(archive, "w") as zipped:
         zipped.writestr("art/meshes/gaia/rock_1.pmd", pmd_bytes(*TETRA))
@@ -182,11 +242,21 @@ def test_corpus_keeps_distinct_usable_models(tmp_path):
         zipped.writestr("art/meshes/props/tiny.pmd", pmd_bytes(TETRA[0], TETRA[1][:1]))
         zipped.writestr("art/meshes/test/cube.pmd", pmd_bytes(scaled, TETRA[1]))
         zipped.writestr("art/textures/skip.png", b"")
+    return root
+
+
+def test_corpus_keeps_distinct_usable_models(tmp_path):
+    source = build_corpus.SOURCES["0ad"]
     summary = build_corpus.build(
-        zero_ad_meshes(archive), tmp_path / "out", min_faces=2, num_points=32, test_fraction=0.02, seed=0
+        [(source, zero_ad_package(tmp_path / "0ad"), "1")],
+        tmp_path / "out",
+        min_faces=2,
+        num_points=32,
+        test_fraction=0.02,
+        seed=0,
     )
     assert summary["models_read"] == 5 and summary["models_used"] == 2
-    assert summary["left_out"] == {
+    assert summary["sources"][0]["left_out"] == {
         "fewer than 2 triangles": 1,
         "same geometry as a model kept": 1,
         "a test or placeholder model": 1,
@@ -195,6 +265,40 @@ def test_corpus_keeps_distinct_usable_models(tmp_path):
     assert sorted([*data["train"]["group"], *data["test"]["group"]]) == [
         "art/meshes/gaia/rock_1.pmd",
         "art/meshes/props/shield.pmd",
+    ]
+
+
+def test_corpus_of_two_packages_counts_each_and_keeps_a_shared_geometry_once(tmp_path):
+    game = tmp_path / "megaglest/usr/share/games/megaglest"
+    (game / "tilesets/forest/models").mkdir(parents=True)
+    (game / "techs/megapack/factions/tech/units/worker").mkdir(parents=True)
+    tree = [(x, y, 3 * z) for x, y, z in TETRA[0]]
+    (game / "tilesets/forest/models/tree.g3d").write_bytes(g3d_bytes(g3d_mesh_bytes([tree], TETRA[1], textures=1)))
+    (game / "tilesets/forest/models/rock.g3d").write_bytes(g3d_bytes(g3d_mesh_bytes([TETRA[0]], TETRA[1])))
+    old = g3d_bytes(g3d_mesh_bytes([tree], TETRA[1]))
+    (game / "techs/megapack/factions/tech/units/worker/worker.g3d").write_bytes(b"G3D\x03" + old[4:])
+    sources = [
+        (build_corpus.SOURCES["0ad"], zero_ad_package(tmp_path / "0ad"), "0.0.26-1"),
+        (build_corpus.SOURCES["megaglest"], tmp_path / "megaglest", "3.13.0-3"),
+    ]
+    summary = build_corpus.build(sources, tmp_path / "out", min_faces=2, num_points=32, test_fraction=0.02, seed=0)
+    megaglest = summary["sources"][1]
+    assert (megaglest["package"], megaglest["version"]) == ("megaglest-data", "3.13.0-3")
+    assert megaglest["models_read"] == 3 and megaglest["models_used"] == 1
+    # the rock has 0 A.D.'s rock_1 geometry: kept once, under the first package read
+    assert megaglest["left_out"] == {
+        "same geometry as a model kept": 1,
+        "unsupported G3D version 3 (version 4 is read)": 1,
+    }
+    assert megaglest["by_folder"] == {"megaglest-tilesets": 1}
+    assert (summary["models_read"], summary["models_used"]) == (8, 3)
+    data = load_from_disk(str(tmp_path / "out" / "corpus"))
+    rows = [*data["train"], *data["test"]]
+    names = data["train"].features["label"].names
+    assert sorted((row["group"], names[row["label"]]) for row in rows) == [
+        ("art/meshes/gaia/rock_1.pmd", "gaia"),
+        ("art/meshes/props/shield.pmd", "props"),
+        ("megaglest/tilesets/forest/models/tree.g3d", "megaglest-tilesets"),
     ]
 
 

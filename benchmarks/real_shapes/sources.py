@@ -2,6 +2,8 @@
 
 - 0 A.D.'s art (`0ad-data`): about 4,000 modelled objects (trees, rocks, buildings, helmets, shields, weapons,
   animals, ...) as PMD models inside `public.zip`; unlabelled, the pre-training corpus.
+- MegaGlest's art (`megaglest-data`): about 1,300 modelled units, buildings, trees, rocks and props of its factions
+  and tilesets as G3D models; unlabelled, a second part of the pre-training corpus.
 - Sweet Home 3D's furniture (`sweethome3d` default catalogue inside its jar, `sweethome3d-furniture` catalogues as
   `.sh3f` zips): about 900 modelled household objects as OBJ, each with a name and a category; the labelled
   evaluation set.
@@ -20,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hf_point_peft.data.meshes import Mesh, read_obj, read_pmd
+from hf_point_peft.data.meshes import Mesh, read_g3d, read_obj, read_pmd
 
 __all__ = [
     "CatalogueItem",
@@ -28,6 +30,7 @@ __all__ = [
     "catalogue_items",
     "debian_package",
     "geometry_key",
+    "megaglest_meshes",
     "zero_ad_meshes",
 ]
 
@@ -63,6 +66,18 @@ def zero_ad_meshes(public_zip: Path) -> Iterator[tuple[str, Mesh]]:
     with zipfile.ZipFile(public_zip) as archive:
         for name in sorted(n for n in archive.namelist() if n.startswith("art/meshes/") and n.endswith(".pmd")):
             yield name, read_pmd(archive.read(name), name)
+
+
+# ------------------------------------------------------------------ MegaGlest
+def megaglest_meshes(game_root: Path) -> Iterator[tuple[str, Mesh | str]]:
+    """(path under the game's folder, mesh) for every G3D model there, in name order; a model the reader cannot use
+    comes with the reason instead of a mesh (three are in an older G3D version), so that it is counted, not lost."""
+    for path in sorted(game_root.rglob("*.g3d")):
+        name = path.relative_to(game_root).as_posix()
+        try:
+            yield name, read_g3d(path.read_bytes(), name)
+        except ValueError as error:
+            yield name, str(error).removeprefix(f"{name}: ")
 
 
 # ------------------------------------------------------------------ Sweet Home 3D

@@ -1,4 +1,4 @@
-"""Triangle meshes into point clouds: readers for Wavefront OBJ and 0 A.D.'s PMD models, area-weighted surface
+"""Triangle meshes into point clouds: readers for Wavefront OBJ, 0 A.D.'s PMD and (Mega)Glest's G3D models, area-weighted surface
 sampling, and a `datasets.Dataset` of clouds with their object (`group`) for object-disjoint splits.
 
 Used by the scripts that build the real-shape corpus and evaluation sets (`benchmarks/real_shapes/`); every reader
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from datasets import Array2D, ClassLabel, Dataset, Features, Value
 
-__all__ = ["Mesh", "clouds_dataset", "normalise_cloud", "read_obj", "read_pmd", "sample_surface"]
+__all__ = ["Mesh", "clouds_dataset", "normalise_cloud", "read_g3d", "read_obj", "read_pmd", "sample_surface"]
 
 
 @dataclass
@@ -97,6 +97,51 @@ def read_pmd(data: bytes, name: str = "<pmd>") -> Mesh:
     if num_vertices == 0 or num_faces == 0:
         raise ValueError(f"{name}: the model has {num_vertices} vertices and {num_faces} faces")
     return Mesh(positions.astype(np.float64), faces.astype(np.int64))
+
+
+_G3D_MAGIC = b"G3D"
+_G3D_NAME_BYTES = 64  # fixed-size mesh and texture names
+_G3D_TEXTURE_SLOTS = 8  # bits of the mesh header's texture mask, one 64-byte path each bit set
+
+
+def read_g3d(data: bytes, name: str = "<g3d>") -> Mesh:
+    """A (Mega)Glest model (G3D version 4; little-endian): a model header (u16 mesh count, u8 type), then per mesh a
+    header (64-byte name; u32 frame, vertex and index counts; 8 floats of material; u32 properties; u32 texture mask),
+    a 64-byte path per texture bit, every frame's vertices then every frame's normals (f32 x 3), texture coordinates
+    (f32 x 2 per vertex) when any texture is set, and u32 triangle indices. The meshes are read at their first frame
+    (the rest pose of an animated model) and joined into one mesh; the file must end where the last mesh does."""
+    if data[:3] != _G3D_MAGIC:
+        raise ValueError(f"{name}: not a G3D model (starts with {data[:3]!r}, expected {_G3D_MAGIC!r})")
+    if len(data) < 4 or data[3] != 4:
+        version = data[3] if len(data) > 3 else None
+        raise ValueError(f"{name}: unsupported G3D version {version} (version 4 is read)")
+    vertices, faces, count = [], [], 0
+    try:
+        num_meshes, _kind = struct.unpack_from("<HB", data, 4)
+        offset = 7
+        for _ in range(num_meshes):
+            offset += _G3D_NAME_BYTES
+            frames, num_vertices, num_indices = struct.unpack_from("<III", data, offset)
+            offset += 12 + 8 * 4
+            _properties, textures = struct.unpack_from("<II", data, offset)
+            offset += 8 + _G3D_NAME_BYTES * bin(textures & ((1 << _G3D_TEXTURE_SLOTS) - 1)).count("1")
+            if frames < 1 or num_indices % 3:
+                raise ValueError(f"a mesh with {frames} frames and {num_indices} indices (not whole triangles)")
+            positions = np.frombuffer(data, dtype="<f4", count=num_vertices * 3, offset=offset)
+            offset += 2 * frames * num_vertices * 12 + (num_vertices * 8 if textures else 0)
+            indices = np.frombuffer(data, dtype="<u4", count=num_indices, offset=offset)
+            offset += num_indices * 4
+            vertices.append(positions.reshape(-1, 3))
+            faces.append(indices.astype(np.int64).reshape(-1, 3) + count)
+            count += num_vertices
+        if offset != len(data):
+            raise ValueError(f"{len(data) - offset} bytes after the last mesh")
+        mesh = Mesh(np.concatenate(vertices or [np.zeros((0, 3))]), np.concatenate(faces or [np.zeros((0, 3))]))
+    except (struct.error, ValueError) as error:
+        raise ValueError(f"{name}: truncated or corrupted G3D ({error})") from None
+    if not len(mesh.faces):
+        raise ValueError(f"{name}: the model has no triangles ({num_meshes} meshes, {count} vertices)")
+    return mesh
 
 
 def _triangle_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
