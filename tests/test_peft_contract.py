@@ -492,6 +492,30 @@ def test_the_embedded_backbone_is_named_portably(tmp_path):
     torch.testing.assert_close(logits(reloaded, x), logits(model, x), rtol=0, atol=1e-6)
 
 
+def test_every_loading_class_accepts_the_portable_name():
+    """The name an adapter records loads through the concrete classes and configs as through the Auto class (the
+    concrete class asked the Hub about it: a raw OSError)."""
+    from hf_point_peft import AutoModelForPointCloudClassification
+    from hf_point_peft.models.point_transformer import (
+        PointTransformerConfig,
+        PointTransformerForClassification,
+        PointTransformerModel,
+    )
+
+    name = "hf_point_peft:embedded/pointmae-synthetic-small"
+    assert PointTransformerConfig.from_pretrained(name).hidden_size == 192
+    auto = AutoModelForPointCloudClassification.from_pretrained(name, num_labels=4)
+    concrete = PointTransformerForClassification.from_pretrained(name, num_labels=4)
+    for key, value in auto.state_dict().items():
+        if not key.startswith("classifier."):  # the new heads are drawn at random
+            torch.testing.assert_close(concrete.state_dict()[key], value, rtol=0, atol=0)
+    encoder = PointTransformerModel.from_pretrained(name).state_dict()
+    for key, value in concrete.point_transformer.state_dict().items():
+        torch.testing.assert_close(encoder[key], value, rtol=0, atol=0)
+    with pytest.raises(FileNotFoundError, match="'hf_point_peft:embedded/nope' names an embedded model .* it holds"):
+        PointTransformerForClassification.from_pretrained("hf_point_peft:embedded/nope")
+
+
 def test_hub_ids_are_kept():
     config = PointGSTConfig(base_model_name_or_path="user/pointmae-scan")
     assert config.base_model_name_or_path == "user/pointmae-scan"

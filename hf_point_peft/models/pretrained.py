@@ -7,6 +7,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from .layers import init_common_weights
+from .portable_names import resolve_name_argument
 
 __all__ = ["FamilyPreTrainedModel"]
 
@@ -21,6 +22,11 @@ class FamilyPreTrainedModel(PreTrainedModel):
     input_modalities = ("points",)
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Also accepts the portable names adapters record (`hf_point_peft:embedded/...`, see `portable_names.py`)."""
+        return super().from_pretrained(resolve_name_argument(pretrained_model_name_or_path), *model_args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -19,10 +19,10 @@ class AutoModelForPointCloudClassification(_BaseAutoModelClass):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """Also accepts the portable names adapters record (`hf_point_peft:embedded/...`, see `naming.py`)."""
-        from ..naming import resolve_base_name
+        """Also accepts the portable names adapters record (`hf_point_peft:embedded/...`, see `portable_names.py`)."""
+        from .portable_names import resolve_name_argument
 
-        return super().from_pretrained(resolve_base_name(pretrained_model_name_or_path), *model_args, **kwargs)
+        return super().from_pretrained(resolve_name_argument(pretrained_model_name_or_path), *model_args, **kwargs)
 
 
 def _families():

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 
 from ..config_checks import check_probability, check_transformer
+from ..portable_names import FamilyConfig
 
 __all__ = ["ImageBindAudioConfig"]
 
 
-class ImageBindAudioConfig(PreTrainedConfig):
+class ImageBindAudioConfig(FamilyConfig):
     r"""
     Configuration of [`ImageBindAudioModel`] / [`ImageBindAudioModelWithProjection`]. The defaults are the audio trunk
     of ImageBind-Huge (`imagebind_huge.pth`): width 768, 12 blocks, 12 heads, a 128-mel x 204-frame spectrogram cut

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from transformers import PreTrainedConfig
-
 from ..config_checks import check_probability, check_transformer, check_widths, int_lists
+from ..portable_names import FamilyConfig
 
 __all__ = ["POINT_GPT_SIZES", "PointGPTConfig"]
 
@@ -16,7 +15,7 @@ POINT_GPT_SIZES = {
 }
 
 
-class PointGPTConfig(PreTrainedConfig):
+class PointGPTConfig(FamilyConfig):
     r"""
     Configuration of [`PointGPTModel`] / [`PointGPTForClassification`]. Defaults are PointGPT-B (width 768, 12 blocks,
     12 heads); `PointGPTConfig.from_size("L", num_labels=15)` gives PointGPT-L (1024, 24, 16).

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from transformers import PreTrainedConfig
-
 from ..config_checks import check_choice, check_probability, check_transformer, check_widths, int_lists
+from ..portable_names import FamilyConfig
 
 __all__ = ["PointTransformerConfig"]
 
 
-class PointTransformerConfig(PreTrainedConfig):
+class PointTransformerConfig(FamilyConfig):
     r"""
     Configuration of [`PointTransformerModel`] and its heads. The defaults are Point-MAE's base size: width 384,
     12 blocks, 6 heads, 64 FPS groups of 32 points (ModelNet40 layout; use `num_groups=128` for 2048-point clouds).
