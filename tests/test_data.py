@@ -73,6 +73,21 @@ def test_modelnet40_text_errors(tmp_path):
         read_modelnet40_text(tmp_path / "empty")
 
 
+def test_name_and_list_files_that_cannot_be_used_are_named(tmp_path):
+    root = write_modelnet_text(tmp_path / "mn")
+    names = root / "modelnet40_shape_names.txt"
+    names.write_text("\n".join([*MODELNET40_CLASSES[:39], "chair"]) + "\n")
+    with pytest.raises(ValueError, match=r"shape_names.txt: class name 'chair' is listed twice \(names 9 and 40\)"):
+        read_modelnet40_text(root, num_points=16)
+    names.write_bytes("\n".join(MODELNET40_CLASSES).encode().replace(b"bench", b"b\xe9nch"))
+    with pytest.raises(ValueError, match=r"modelnet40_shape_names.txt: not UTF-8 text \(byte \d+: b'\\xe9'\)"):
+        read_modelnet40_text(root, num_points=16)
+    names.write_text("\n".join(MODELNET40_CLASSES) + "\n")
+    (root / "modelnet40_test.txt").write_bytes(b"chair_0002\n\xff\n")
+    with pytest.raises(ValueError, match="modelnet40_test.txt: not UTF-8 text"):
+        read_modelnet40_text(root, num_points=16)
+
+
 # ------------------------------------------------------------------ HDF5 layouts
 
 
@@ -112,6 +127,16 @@ def test_modelnet40_h5_reader_and_errors(tmp_path):
     write_h5(root / "ply_data_test0.h5", data=np.zeros((2, 32), np.float32), label=np.array([[1], [2]]))
     with pytest.raises(ValueError, match=r"key 'data' must have shape \[N, points, 3\], got \(2, 32\)"):
         read_modelnet40_h5(root)
+    write_h5(root / "ply_data_test0.h5", data=np.zeros((2, 32, 3), np.float32), label=np.array([[1], [2]]))
+    write_h5(root / "ply_data_test1.h5", data=np.zeros((2, 16, 3), np.float32), label=np.array([[1], [2]]))
+    with pytest.raises(
+        ValueError, match="ply_data_test1.h5: key 'data' has 16 points per cloud, ply_data_test0.h5 has 32"
+    ):
+        read_modelnet40_h5(root)
+    (root / "shape_names.txt").write_text("\n".join([*MODELNET40_CLASSES, "airplane"]))
+    with pytest.raises(ValueError, match="shape_names.txt: class name 'airplane' is listed twice"):
+        read_modelnet40_h5(root)
+    (root / "shape_names.txt").write_text("\n".join(MODELNET40_CLASSES))
     for f in root.glob("ply_data_test*"):
         f.unlink()
     with pytest.raises(FileNotFoundError, match="missing 'test' split"):
@@ -159,6 +184,14 @@ def test_scanobjectnn_errors(tmp_path):
         mask=np.zeros((2, 8)),
     )
     with pytest.raises(ValueError, match="training_objectdataset.h5: keys disagree.*data 3, label 3, mask 2"):
+        read_scanobjectnn(tmp_path, "OBJ_BG", splits=("train",))
+    write_h5(
+        tmp_path / "main_split" / "training_objectdataset.h5",
+        data=np.zeros((3, 8, 3), np.float32),
+        label=np.array([0, 1, 2]),
+        mask=np.float32(0),
+    )
+    with pytest.raises(ValueError, match="training_objectdataset.h5: keys disagree.*label 3, mask a single value"):
         read_scanobjectnn(tmp_path, "OBJ_BG", splits=("train",))
     bad = np.zeros((2, 8, 3), np.float32)
     bad[1, 2, 0] = np.nan

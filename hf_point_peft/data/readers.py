@@ -126,6 +126,28 @@ def _require_file(path: Path, what: str) -> Path:
     return path
 
 
+def _read_lines(path: Path) -> list[str]:
+    """The non-blank lines of a text file, stripped; a file that is not UTF-8 is a ValueError naming it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {err.start}: {err.object[err.start : err.start + 1]!r})"
+        ) from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _read_names(path: Path) -> list[str]:
+    """A class-name file: one name a line, each once."""
+    names = _read_lines(path)
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ValueError(f"{path}: class name {name!r} is listed twice (names {seen[name] + 1} and {i + 1})")
+        seen[name] = i
+    return names
+
+
 def _normalize(xyz: np.ndarray) -> np.ndarray:
     xyz = xyz - xyz.mean(axis=0)
     radius = np.linalg.norm(xyz, axis=1).max()
@@ -146,7 +168,7 @@ def read_modelnet40_text(
     if num_categories not in (10, 40):
         raise ValueError(f"num_categories must be 10 or 40, got {num_categories}")
     names_file = _require_file(root / f"modelnet{num_categories}_shape_names.txt", "class-name file")
-    names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+    names = _read_names(names_file)
     if len(names) != num_categories:
         raise ValueError(f"{names_file}: expected {num_categories} class names, found {len(names)}")
     index = {name: i for i, name in enumerate(names)}
@@ -154,7 +176,7 @@ def read_modelnet40_text(
     out = {}
     for split in splits:
         list_file = _require_file(root / f"modelnet{num_categories}_{split}.txt", f"{split!r} split list")
-        ids = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+        ids = _read_lines(list_file)
         points, labels = [], []
         for shape_id in ids:
             cls = "_".join(shape_id.split("_")[:-1])
@@ -207,7 +229,7 @@ def read_modelnet40_h5(root: str | os.PathLike, *, splits: Sequence[str] = ("tra
     """Read `modelnet40_ply_hdf5_2048` (all `ply_data_<split>*.h5` files, in name order)."""
     root = Path(root)
     names_file = _require_file(root / "shape_names.txt", "class-name file")
-    names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+    names = _read_names(names_file)
     out = {}
     for split in splits:
         files = sorted(root.glob(f"ply_data_{split}*.h5"))
@@ -220,6 +242,11 @@ def read_modelnet40_h5(root: str | os.PathLike, *, splits: Sequence[str] = ("tra
             label = _check_labels(arrays["label"], len(names), str(path), "label")
             if len(label) != len(data):
                 raise ValueError(f"{path}: key 'label' has {len(label)} rows but key 'data' has {len(data)}")
+            if points and data.shape[1] != points[0].shape[1]:
+                raise ValueError(
+                    f"{path}: key 'data' has {data.shape[1]} points per cloud, {files[0].name} has "
+                    f"{points[0].shape[1]}: the files of a split must agree"
+                )
             points.append(data)
             labels.append(label)
             ids += [f"{path.stem}_{i}" for i in range(len(data))]
@@ -248,10 +275,11 @@ def read_scanobjectnn(
         arrays = _read_h5(path, ("data", "label", "mask"))
         data = _check_points(arrays["data"], path, None)
         label = _check_labels(arrays["label"], len(SCANOBJECTNN_CLASSES), str(path), "label")
-        if len(label) != len(data) or len(arrays["mask"]) != len(data):
+        mask_rows = len(arrays["mask"]) if np.ndim(arrays["mask"]) else "a single value"
+        if len(label) != len(data) or mask_rows != len(data):
             raise ValueError(
                 f"{path}: keys disagree on the number of objects: data {len(data)}, label {len(label)}, "
-                f"mask {len(arrays['mask'])}"
+                f"mask {mask_rows}"
             )
         out[split] = Dataset.from_dict(
             {"points": list(data), "label": label.tolist(), "id": [f"{split}_{i}" for i in range(len(data))]},
