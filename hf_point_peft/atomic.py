@@ -43,26 +43,41 @@ def atomic_directory(target: str | os.PathLike, write: Callable[[Path], None], r
     complete folder exists under `target` (or its `.old` twin during the swap). With `replace_foreign=False`, an
     existing `target` that holds entries the new folder does not (a user's own files, not an earlier version of
     this output) is left alone and a FileExistsError names them."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    return atomic_directories([(target, write)], replace_foreign)[0]
+
+
+def atomic_directories(
+    outputs: list[tuple[str | os.PathLike, Callable[[Path], None]]], replace_foreign: bool = True
+) -> list[Path]:
+    """`atomic_directory` for folders that belong together (a converted base and its adapter): every folder is
+    written and, with `replace_foreign=False`, every target checked before the first one is replaced, so a refusal
+    or a failing writer leaves all of them as they were."""
+    staged: list[tuple[Path, Path]] = []
     try:
-        tmp.mkdir()
-        write(tmp)
-        _apply_umask(tmp)
+        for target, write in outputs:
+            target = Path(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+            tmp.mkdir()
+            staged.append((target, tmp))
+            write(tmp)
+            _apply_umask(tmp)
         if not replace_foreign:
-            _refuse_foreign(target, {p.name for p in tmp.iterdir()})
-        if target.exists():
-            old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+            for target, tmp in staged:
+                _refuse_foreign(target, {p.name for p in tmp.iterdir()})
+        for target, tmp in staged:
+            if target.exists():
+                old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        for _, tmp in staged:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return [target for target, _ in staged]
 
 
 def _refuse_foreign(target: Path, written: set[str]) -> None:

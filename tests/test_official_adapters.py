@@ -6,6 +6,7 @@ dropped with a reason; missing sizes are refused with the flags to pass."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -142,6 +143,22 @@ def test_pointgst_converts_and_computes_like_hand_placed(gpt, tmp_path):
     report = (tmp_path / "out" / "adapter" / "conversion_report.txt").read_text()
     assert "local_size=8 from the official config" in report
     assert all(f"  {key} -> " in report or f"  {key}: " in report for key in ckpt["base_model"])  # every key, where
+
+
+def test_a_refused_adapter_folder_leaves_the_earlier_base_and_adapter_whole(tmp_path):
+    """A conversion that writes two folders checks both before replacing either: a user's file in adapter/ is refused
+    (naming it) while base/ still holds the earlier conversion's weights (base/ was replaced first)."""
+    yaml = write_yaml(tmp_path / "finetune.yaml", rank=RANK, local=8)
+    out = tmp_path / "out"
+    convert_pointgst_checkpoint(checkpoint(pointgst_state()), official_config=yaml, output_dir=out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    (out / "adapter" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"adapter holds files this output does not write \(notes.txt\)"):
+        convert_pointgst_checkpoint(checkpoint(pointgst_state(seed=9)), official_config=yaml, output_dir=out)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after.pop(Path("adapter/notes.txt")) == b"mine"
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["finetune.yaml", "out"]  # no staged folder left behind
 
 
 def test_pointgst_pretrained_puts_statistics_in_the_adapter(tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..atomic import atomic_directory, write_text_atomic
+from ..atomic import atomic_directories, write_text_atomic
 from ..models.conversion import ConversionReport, load_official_state_dict, missing_tensor, strip_prefixes
 from .card import point_load_code, write_conversion_card
 
@@ -190,13 +190,15 @@ def write_converted(
     folder is written atomically; nothing is written before the conversion has succeeded."""
     output_dir = Path(output_dir)
     report_text = converted.report.full_text()
+    outputs = []
     if base is not None:
 
         def write_base(folder: Path) -> None:
             base.save_pretrained(folder)
             write_text_atomic(folder / "conversion_report.txt", report_text)
 
-        converted.base_dir = atomic_directory(output_dir / "base", write_base, replace_foreign=False)
+        outputs.append((output_dir / "base", write_base))
+        converted.base_dir = output_dir / "base"  # named by the adapter's card and config
         for config in converted.model.peft_config.values():
             config.base_model_name_or_path = str(converted.base_dir.resolve())
 
@@ -205,7 +207,9 @@ def write_converted(
         card(folder)
         write_text_atomic(folder / "conversion_report.txt", report_text)
 
-    converted.adapter_dir = atomic_directory(output_dir / "adapter", write_adapter, replace_foreign=False)
+    outputs.append((output_dir / "adapter", write_adapter))
+    # both folders are checked before either is replaced: a refusal leaves an earlier pair whole
+    converted.adapter_dir = atomic_directories(outputs, replace_foreign=False)[-1]
     return converted
 
 
