@@ -12,7 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_directory", "atomic_file", "write_json_atomic", "write_text_atomic"]
+__all__ = [
+    "atomic_directories",
+    "atomic_directory",
+    "atomic_file",
+    "refuse_foreign_files",
+    "write_json_atomic",
+    "write_text_atomic",
+]
 
 
 def atomic_file(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -64,7 +71,7 @@ def atomic_directories(
             _apply_umask(tmp)
         if not replace_foreign:
             for target, tmp in staged:
-                _refuse_foreign(target, {p.name for p in tmp.iterdir()})
+                refuse_foreign_files(target, {p.name for p in tmp.iterdir()})
         for target, tmp in staged:
             if target.exists():
                 old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
@@ -80,7 +87,10 @@ def atomic_directories(
     return [target for target, _ in staged]
 
 
-def _refuse_foreign(target: Path, written: set[str]) -> None:
+def refuse_foreign_files(target: str | os.PathLike, written: set[str]) -> None:
+    """Refuse (FileExistsError naming them) a `target` folder that holds entries an output writing the names in
+    `written` would not write, or a file where the folder goes: replacing it would delete the user's files."""
+    target = Path(target)
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"{target} is a file, not a folder: choose a new or empty folder")
     foreign = sorted(p.name for p in target.iterdir()) if target.is_dir() else []

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 import hf_point_peft  # noqa: F401
 from hf_point_peft import AutoModelForPointCloudClassification, PointTransformerModel
 from hf_point_peft.cli import main as cli
-from hf_point_peft.training.pretrain import PretrainJob, run_pretrain
+from hf_point_peft.training.pretrain import ENCODER_FILES, PretrainJob, run_pretrain
 
 MODEL = {
     "hidden_size": 48,
@@ -78,6 +78,20 @@ def test_pretrain_writes_encoder_card_and_metrics(tmp_path):
     pretrained = PointTransformerModel.from_pretrained(encoder).state_dict()
     for name, value in classifier.point_transformer.state_dict().items():
         assert torch.equal(value, pretrained[name]), name
+
+
+def test_pretrain_keeps_a_users_files_and_refuses_a_batch_larger_than_the_data(tmp_path):
+    out = tmp_path / "pt"
+    run_pretrain(pretrain_job(out, epochs=1), log=lambda *a: None)
+    assert {p.name for p in (out / "encoder").iterdir()} == ENCODER_FILES  # what the preflight allows
+    (out / "encoder" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"encoder holds files this output does not write \(notes.txt\)"):
+        run_pretrain(pretrain_job(out, epochs=1, overwrite_output_dir=True), log=lambda *a: None)
+    assert (out / "encoder" / "notes.txt").read_text() == "mine"
+    # 30 training clouds: a batch of 31 would leave every epoch empty (and report a loss of 0)
+    with pytest.raises(ValueError, match="the training split has 30 clouds, fewer than batch_size 31"):
+        run_pretrain(pretrain_job(tmp_path / "big", batch_size=31), log=lambda *a: None)
+    assert not (tmp_path / "big" / "encoder").exists()
 
 
 def test_pretrain_resume_continues_where_it_stopped(tmp_path):

@@ -20,7 +20,7 @@ import hf_point_peft  # noqa: F401
 from hf_point_peft import PointTransformerConfig, PointTransformerModel
 from hf_point_peft.cli import main as cli
 from hf_point_peft.training.checkpoint import atomic_directory, latest_checkpoint
-from hf_point_peft.training.job import FinetuneJob, run_finetune
+from hf_point_peft.training.job import RESULT_FILES, FinetuneJob, run_finetune
 from hf_point_peft.training.loop import TrainingArguments
 
 GST = {"rank": 4, "local_size": 8}
@@ -69,8 +69,7 @@ def test_finetune_writes_adapter_card_metrics_and_curves(backbone, tmp_path):
     assert len(results["history"]) == 2 and results["final_epoch"] == 2
     assert 0 <= results["test_accuracy"] <= 1 and results["best_validation_epoch"] in (1, 2)
     adapter = out / "adapter"
-    for name in ("adapter_config.json", "adapter_model.safetensors", "README.md", "training_metrics.json"):
-        assert (adapter / name).is_file(), name
+    assert {p.name for p in adapter.iterdir()} == RESULT_FILES["adapter"]  # what the preflight allows there
     assert (out / "metrics.json").is_file() and (out / "learning_curves.png").stat().st_size > 1000
     umask = os.umask(0)
     os.umask(umask)
@@ -112,6 +111,21 @@ def test_evaluate_in_fresh_process_reproduces_accuracy(backbone, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "eval.json").read_text())["accuracy"] == printed
+
+
+def test_a_users_files_in_the_result_folder_are_refused_before_training(backbone, tmp_path):
+    out = tmp_path / "run"
+    run_finetune(job(backbone, out, method="full", epochs=1), log=lambda *a: None)
+    assert {p.name for p in (out / "model").iterdir()} == RESULT_FILES["model"]  # what the preflight allows there
+    (out / "model" / "notes.txt").write_text("mine")
+    (out / "adapter").mkdir()
+    (out / "adapter" / "plots").mkdir()
+    for method, folder, name in (("full", "model", "notes.txt"), ("pointgst", "adapter", "plots")):
+        logs = []
+        with pytest.raises(FileExistsError, match=rf"{folder} holds files this output does not write \({name}\)"):
+            run_finetune(job(backbone, out, method=method, epochs=1, overwrite_output_dir=True), log=logs.append)
+        assert not any("epoch" in line for line in logs)  # refused before a step was trained
+    assert (out / "model" / "notes.txt").read_text() == "mine" and (out / "adapter" / "plots").is_dir()
 
 
 def test_full_and_linear_save_whole_models(backbone, tmp_path):

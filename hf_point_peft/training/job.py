@@ -189,12 +189,27 @@ def _bank_builder(job: FinetuneJob, log):
     return build
 
 
+# what `save_result` writes into <output_dir>/adapter (PEFT methods) or <output_dir>/model (the others): a folder
+# holding anything else is the user's, refused before training (preflight) and never replaced
+RESULT_FILES = {
+    "adapter": {"adapter_config.json", "adapter_model.safetensors", "README.md", "training_metrics.json"},
+    "model": {"config.json", "model.safetensors", "README.md", "training_metrics.json"},
+}
+
+
+def result_folder(output_dir: str | Path, method: str) -> Path:
+    """Where a fine-tuning run of `method` writes its result."""
+    from .methods import PEFT_METHODS
+
+    return Path(output_dir) / ("adapter" if method in PEFT_METHODS else "model")
+
+
 def save_result(model: torch.nn.Module, job: FinetuneJob, results: dict[str, Any], out: Path) -> Path:
     """Atomically write the adapter (PEFT methods) or the whole model, with its model card."""
     from ..cards import write_model_card
 
     is_peft = isinstance(model, PeftModel)
-    target = out / ("adapter" if is_peft else "model")
+    target = result_folder(out, job.method)
     if is_peft:
         source, pretrained = resolve_backbone(job.backbone)
         model.peft_config[model.active_adapter].base_model_name_or_path = source if pretrained else None
@@ -208,7 +223,7 @@ def save_result(model: torch.nn.Module, job: FinetuneJob, results: dict[str, Any
         write_model_card(folder, job=job, results=results, is_peft=is_peft)
         write_json_atomic(folder / "training_metrics.json", json.loads(json.dumps(results, default=str)))
 
-    atomic_directory(target, write)
+    atomic_directory(target, write, replace_foreign=False)
     return target
 
 

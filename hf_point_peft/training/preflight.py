@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..atomic import refuse_foreign_files
 from ..data import check_dataset_source
 from ..errors import SettingError
 from .backbones import backbone_weights_digest
@@ -84,6 +85,7 @@ def check_backbone_options(backbone: str, method: str, model_options: dict[str, 
 def check_finetune(job) -> dict[str, Any]:
     """All the checks of a fine-tuning job (a `FinetuneJob`), in the order a user would fix them. Returns the run's
     identity as checked against the output folder's checkpoints (the start of its checkpoint manifest)."""
+    from .job import RESULT_FILES, result_folder
     from .methods import check_method_options
 
     args = job.training
@@ -102,12 +104,15 @@ def check_finetune(job) -> dict[str, Any]:
     check_run_folder(
         Path(args.output_dir) / "checkpoints", current, args.epochs, args.resume, args.overwrite_output_dir
     )
+    kind = result_folder(args.output_dir, job.method)
+    refuse_foreign_files(kind, RESULT_FILES[kind.name])
     return current
 
 
 def check_pretrain(job) -> None:
     """The checks of a pre-training job (a `PretrainJob`)."""
     from ..models import PointTransformerConfig
+    from .pretrain import ENCODER_FILES
 
     for name in ("epochs", "batch_size", "num_points"):
         if getattr(job, name) < 1:
@@ -120,3 +125,4 @@ def check_pretrain(job) -> None:
     check_trackers(job.report_to)
     current = {"method": "masked-modeling", "dataset": job.dataset, "settings": job.result_settings()}
     check_run_folder(Path(job.output_dir) / "checkpoints", current, job.epochs, job.resume, job.overwrite_output_dir)
+    refuse_foreign_files(Path(job.output_dir) / "encoder", ENCODER_FILES)

@@ -78,6 +78,8 @@ class PretrainJob(RunArguments):
         return result_settings(asdict(self), (*_NOT_RESULT, "report_to", *card_only))
 
 
+# what `_save_encoder` writes into <output_dir>/encoder: a folder holding anything else is the user's (refused)
+ENCODER_FILES = {"config.json", "model.safetensors", "README.md", "pretrain_metrics.json"}
 _NOT_RESULT = ("output_dir", "epochs", "resume", "overwrite_output_dir", "keep_checkpoints", "cpu", "progress")
 
 
@@ -113,6 +115,8 @@ def run_pretrain(job: PretrainJob, log=logger.info) -> dict[str, Any]:
     data = load_point_dataset(job.dataset, job.data_path, **job.dataset_options)
     if "train" not in data:
         raise ValueError(f"the dataset has no 'train' split (splits: {list(data)})")
+    if len(data["train"]) < job.batch_size:  # every batch is full (drop_last): an epoch would train nothing
+        raise ValueError(f"the training split has {len(data['train'])} clouds, fewer than batch_size {job.batch_size}")
     config = PointTransformerConfig(**{"num_points": job.num_points, **job.model_config})
     model = PointTransformerForMaskedModeling(config)
     collator = PointCloudCollator(job.num_points, True, job.augmentation, 1.0, job.seed, channels=config.num_channels)
@@ -227,7 +231,7 @@ def _save_encoder(accelerator, model, job: PretrainJob, results: dict[str, Any],
             folder, job, results, device, name=name, load_path=str(out / "encoder"), data_sources=job.data_sources
         )
 
-    atomic_directory(out / "encoder", write)
+    atomic_directory(out / "encoder", write, replace_foreign=False)
     write_json_atomic(out / "pretrain_metrics.json", results)
     log(f"saved the pre-trained encoder to {out / 'encoder'}")
 
