@@ -203,7 +203,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     print(
         f"{metrics['split']} accuracy {100 * metrics['accuracy']:.2f}% (mean class accuracy "
         f"{100 * metrics['mean_class_accuracy']:.2f}%, {metrics['samples']} clouds of {metrics['dataset']}, "
-        f"{metrics['num_points']} points, {metrics['protocol']}): {args.path}"
+        f"{metrics['num_points']} points, batches of {metrics['batch_size']}, {metrics['protocol']}): {args.path}"
     )
     if args.output:
         from .atomic import write_json_atomic

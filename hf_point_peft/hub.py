@@ -10,6 +10,8 @@ from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, HfApi
 
+from .files import check_adapter_folder, check_model_folder
+
 __all__ = ["push_folder"]
 
 
@@ -25,6 +27,10 @@ def push_folder(
     folder = Path(folder)
     if not (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} holds neither an adapter (adapter_config.json) nor a model (config.json)")
+    if (folder / "adapter_config.json").is_file():  # nothing incomplete or damaged reaches the Hub
+        check_adapter_folder(folder)
+    else:
+        check_model_folder(folder)
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     files = sorted(

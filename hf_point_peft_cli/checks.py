@@ -138,6 +138,13 @@ def check_push(path: str, repo_id: str, token: str | None) -> None:
         )
     if not _HUB_ID.match(repo_id):
         raise CommandError(f"push {path} {repo_id}: the repository id must look like user/name")
+    from hf_point_peft.files import check_adapter_folder, check_model_folder
+
+    # nothing incomplete or damaged is uploaded: checked before anything about the Hub
+    if (folder / "adapter_config.json").is_file():
+        check_adapter_folder(folder)
+    else:
+        check_model_folder(folder)
     from huggingface_hub import constants, get_token
 
     if constants.HF_HUB_OFFLINE:

@@ -350,7 +350,11 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     _option_flag(p, "--dataset-option", "dataset reader option (repeatable)")
     p.add_argument("--split", default="test", help="split to evaluate (default %(default)s)")
     p.add_argument("--num-points", type=POSITIVE, help="points per cloud (default: the training value)")
-    p.add_argument("--batch-size", type=POSITIVE, default=64, help="evaluation batch size (default %(default)s)")
+    p.add_argument(
+        "--batch-size",
+        type=POSITIVE,
+        help="evaluation batch size (default: the training run's evaluation batch, else 64)",
+    )
     p.add_argument("--vote", type=NON_NEGATIVE, default=0, help="test-time voting views (default 0: one view)")
     p.add_argument("--mixed-precision", choices=PRECISIONS, default="no", help="autocast precision (default no)")
     p.add_argument("--cpu", action="store_true", help="evaluate on the CPU even when a GPU is present")
@@ -484,6 +488,11 @@ def _add_benchmark(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep the methods already finished in --output-dir (and their cost figures), continue an interrupted one "
         "from its last checkpoint, run the rest",
+    )
+    p.add_argument(
+        "--overwrite-output-dir",
+        action="store_true",
+        help="without --resume: run again from the start in a folder holding an earlier benchmark (refused otherwise)",
     )
 
 

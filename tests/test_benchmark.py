@@ -127,6 +127,17 @@ def test_unknown_method_is_refused(backbone, tmp_path):
         run_benchmark(options(backbone, tmp_path / "x", methods=["adapterx"]), log=lambda *a: None)
 
 
+def test_an_earlier_benchmark_is_never_replaced_unasked(backbone, tmp_path):
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "benchmark_options.json").write_text("{}")  # what every benchmark writes first
+    with pytest.raises(ValueError, match="bench already holds a benchmark: pass --resume .* --overwrite-output-dir"):
+        run_benchmark(options(backbone, out, methods=["linear"]), log=lambda *a: None)
+    with pytest.raises(ValueError, match="overwrite_output_dir.*contradicts resume"):
+        run_benchmark(options(backbone, out, methods=["linear"], resume=True, overwrite_output_dir=True))
+    assert [p.name for p in out.iterdir()] == ["benchmark_options.json"]
+
+
 @pytest.mark.slow  # end to end: whole runs in fresh processes
 def test_resume_with_other_settings_is_refused(backbone, tmp_path):
     out = tmp_path / "bench"
@@ -141,11 +152,13 @@ def test_resume_never_reuses_a_run_made_with_other_settings(backbone, tmp_path):
     resuming with the new settings must not take those runs as its own."""
     out = tmp_path / "bench"
     run_benchmark(options(backbone, out, methods=["linear", "pointgst"]), log=lambda *a: None)
-    run_benchmark(options(backbone, out, methods=["linear"], num_points=144), log=lambda *a: None)
+    run_benchmark(options(backbone, out, methods=["linear"], num_points=144, overwrite_output_dir=True), log=print)
     with pytest.raises(ValueError, match=r"runs/pointgst: it was made with other settings.*num_points: 128 there"):
         run_benchmark(options(backbone, out, methods=["linear", "pointgst"], num_points=144, resume=True), log=print)
     # a fresh run into the same folder replaces the earlier run's checkpoints instead of mixing with them
-    again = run_benchmark(options(backbone, out, methods=["pointgst"], num_points=144), log=lambda *a: None)
+    again = run_benchmark(
+        options(backbone, out, methods=["pointgst"], num_points=144, overwrite_output_dir=True), log=lambda *a: None
+    )
     assert again["options"]["num_points"] == 144
 
 

@@ -315,9 +315,13 @@ def test_a_mistyped_embedded_name_lists_the_embedded_models(env, tmp_path):
 
 
 def test_push_failures_say_what_is_missing(env, tmp_path, fake_hub):
+    from safetensors.torch import save_file
+
     folder = tmp_path / "adapter"
     folder.mkdir()
     (folder / "adapter_config.json").write_text("{}")
+    one_line_error(point_peft(env, "push", str(folder), "user/x"), 2, "no adapter weights (adapter_model.safetensors)")
+    save_file({"w": torch.zeros(2)}, folder / "adapter_model.safetensors")
     one_line_error(point_peft(env, "push", str(tmp_path / "nope"), "user/x"), 2, "no such folder")
     one_line_error(point_peft(env, "push", str(tmp_path), "user/x"), 2, "no adapter_config.json", "no config.json")
     one_line_error(point_peft(env, "push", str(folder), "user/x"), 1, "HF_HUB_OFFLINE=1")
@@ -373,6 +377,47 @@ def test_an_adapter_saved_from_python_under_its_own_name_evaluates(env, tmp_path
     assert done.stdout.startswith("test accuracy ")
 
 
+def test_damaged_or_incomplete_files_are_named_in_one_line(env, tmp_path, backbone):
+    """A weights file safetensors cannot read, a folder without its weights, a damaged JSON file: one line naming
+    the file (were tracebacks, or messages about repo ids and JSON syntax that named no file)."""
+    import shutil
+
+    out = tmp_path / "run"
+    assert point_peft(env, *cli_args(backbone, out, "--epochs", "1")).returncode == 0
+    broken = tmp_path / "broken"
+    shutil.copytree(backbone, broken)
+    (broken / "model.safetensors").write_bytes(b"junk")
+    for command in (cli_args(broken, tmp_path / "o1"), ["evaluate", str(out / "adapter"), "--backbone", str(broken)]):
+        one_line_error(
+            point_peft(env, *command), 2, f"{broken / 'model.safetensors'} (4 bytes)", "truncated or corrupted"
+        )
+    (broken / "model.safetensors").unlink()
+    one_line_error(
+        point_peft(env, *cli_args(broken, tmp_path / "o2")), 2, f"{broken} holds a config.json but no weights"
+    )
+    for name, damage in (
+        ("adapter_model.safetensors", None),
+        ("adapter_config.json", "{'peft_type'"),
+        ("training_metrics.json", "{"),
+    ):
+        adapter = tmp_path / f"adapter-{name}"
+        shutil.copytree(out / "adapter", adapter)
+        if damage is None:
+            (adapter / name).unlink()
+            expected = f"{adapter} holds an adapter_config.json but no adapter weights"
+        else:
+            (adapter / name).write_text(damage)
+            expected = f"{adapter / name} is damaged: not a JSON file"
+        one_line_error(point_peft(env, "evaluate", str(adapter)), 2, expected)
+    checkpoint = out / "checkpoints" / "epoch-0000"
+    weights = checkpoint / "state" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    resume = cli_args(backbone, out, "--epochs", "2", "--resume")
+    one_line_error(point_peft(env, *resume), 2, f"{weights} (100 bytes)", f"delete {checkpoint} to resume")
+    (checkpoint / "manifest.json").write_text("")
+    one_line_error(point_peft(env, *resume), 2, f"{checkpoint / 'manifest.json'} is damaged")
+
+
 # --- items 5 and 6: --resume checks every setting; quiet, honest output; trackers ---------------------------------------
 def test_resume_refuses_any_setting_that_changes_the_result(env, tmp_path, backbone):
     from hf_point_peft.training.job import FinetuneJob, run_finetune
@@ -395,6 +440,7 @@ def test_resume_refuses_any_setting_that_changes_the_result(env, tmp_path, backb
         "seed": {"training": {"seed": 1}},
         "learning_rate": {"training": {"learning_rate": 1e-3}},
         "batch_size": {"training": {"batch_size": 4}},
+        "eval_batch_size": {"training": {"eval_batch_size": 7}},
         "num_points": {"training": {"num_points": 96}},
         "method_options": {"method_options": {"rank": 8, "local_size": 8}},
         "dataset_options": {"dataset_options": {"train_per_class": 5, "test_per_class": 2, "num_points": 160}},

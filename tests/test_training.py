@@ -110,7 +110,32 @@ def test_evaluate_in_fresh_process_reproduces_accuracy(backbone, tmp_path):
         env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((tmp_path / "eval.json").read_text())["accuracy"] == printed
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert evaluated["accuracy"] == printed
+    assert evaluated["batch_size"] == 16  # the run's --eval-batch-size (PointGST's distance scale is the batch's)
+
+
+def test_resume_refuses_other_files_at_the_same_data_path(backbone, tmp_path):
+    """The same --data-path holding other data since the checkpoint (replaced by another build) is refused by name,
+    not trained on."""
+    import dataclasses
+
+    from hf_point_peft.data import load_point_dataset
+    from hf_point_peft.training.preflight import check_finetune
+
+    data = tmp_path / "clouds"
+    load_point_dataset("synthetic", **DATA).save_to_disk(str(data))
+    first = dataclasses.replace(
+        job(backbone, tmp_path / "run", epochs=1), dataset="disk", data_path=str(data), dataset_options={}
+    )
+    run_finetune(first, log=lambda *a: None)
+    resumed = dataclasses.replace(first, training=dataclasses.replace(first.training, resume=True, epochs=2))
+    check_finetune(resumed)  # the same files: accepted
+    load_point_dataset("synthetic", **{**DATA, "seed": 5}).save_to_disk(str(tmp_path / "other"))
+    for new, old in zip(sorted((tmp_path / "other").rglob("*.arrow")), sorted(data.rglob("*.arrow"))):
+        os.replace(new, old)
+    with pytest.raises(ValueError, match=r"data_path_files: checkpoint '\d+ files, .*' vs this run '\d+ files"):
+        check_finetune(resumed)
 
 
 def test_a_users_files_in_the_result_folder_are_refused_before_training(backbone, tmp_path):

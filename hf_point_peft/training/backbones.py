@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 from transformers import AutoConfig
 
 from ..errors import SettingError
+from ..files import check_model_folder
 from ..models import AutoModelForPointCloudClassification
 from ..naming import EMBEDDED_SCHEME, MINILM_HUB_ID, resolve_base_name
 
@@ -133,8 +133,7 @@ def load_classifier(
     else:
         kwargs["num_labels"] = num_labels
     if pretrained:
-        if os.path.isdir(source) and not (Path(source) / "config.json").is_file():
-            raise FileNotFoundError(f"{source} is not a model folder (no config.json)")
+        check_model_folder(source)
         with _without_load_report():
             # a classifier's head of another class count (a ModelNet40 model fine-tuned on ScanObjectNN) is replaced
             model, info = AutoModelForPointCloudClassification.from_pretrained(
@@ -158,6 +157,7 @@ def load_source(backbone: str, log: Callable[[str], None] = logger.info):
         from ..models.sources import load_minilm
 
         return load_minilm(pretrained=backbone == "minilm")
+    check_model_folder(resolve_base_name(backbone))
     with _without_load_report():
         model, info = AutoModel.from_pretrained(resolve_base_name(backbone), output_loading_info=True)
     _report_new_weights(info, 0, backbone, log)  # a source encoder has no head: only real gaps are reported

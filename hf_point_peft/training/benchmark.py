@@ -20,6 +20,8 @@ from typing import Any
 import torch
 
 from ..atomic import atomic_file, write_json_atomic, write_text_atomic
+from ..errors import SettingError
+from ..files import read_json
 from ..naming import portable_base_name
 from .backbones import SCRATCH_PREFIX
 from .cost import CostSpec, measure_together
@@ -104,6 +106,7 @@ class BenchmarkOptions:
     cpu: bool = False
     progress: bool = False
     resume: bool = False  # reuse finished method runs (and their cost figures) in output_dir, continue the others
+    overwrite_output_dir: bool = False  # without resume: start again in a folder holding an earlier benchmark
     command: str | None = None  # how the benchmark was started, recorded in BENCHMARK.md
 
 
@@ -244,7 +247,7 @@ def run_benchmark(options: BenchmarkOptions, log=logger.info) -> dict[str, Any]:
     return summary
 
 
-_NOT_SETTINGS = ("methods", "output_dir", "resume", "progress", "command")
+_NOT_SETTINGS = ("methods", "output_dir", "resume", "overwrite_output_dir", "progress", "command")
 
 
 def _check_resumable(path: Path, options: BenchmarkOptions, dataset_options: dict[str, Any]) -> None:
@@ -252,8 +255,15 @@ def _check_resumable(path: Path, options: BenchmarkOptions, dataset_options: dic
     table, so it is refused with the differences named."""
     settings = {k: v for k, v in asdict(options).items() if k not in _NOT_SETTINGS}
     settings = json.loads(json.dumps({**settings, "dataset_options": dataset_options}))
+    if options.resume and options.overwrite_output_dir:
+        raise SettingError("overwrite_output_dir", True, "contradicts resume: pass one of them")
+    if not options.resume and not options.overwrite_output_dir and path.is_file():
+        raise ValueError(
+            f"{path.parent} already holds a benchmark: pass --resume to continue it, --overwrite-output-dir to run it "
+            "again from the start, or another --output-dir"
+        )
     if options.resume and path.is_file():
-        saved = json.loads(path.read_text())
+        saved = read_json(path)
         diffs = [f"{k}: {saved.get(k)!r} there vs {v!r} now" for k, v in settings.items() if saved.get(k) != v]
         if diffs:
             raise ValueError(

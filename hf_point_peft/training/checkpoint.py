@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_directory, write_json_atomic
+from ..files import check_safetensors_in, read_json
 
 __all__ = [
     "ResumeMismatch",
@@ -79,10 +80,11 @@ def start_or_resume(
             log(f"no checkpoint in {folder}: starting from scratch")
         return [], 0
     epoch, path = found
-    check_manifest(json.loads((path / "manifest.json").read_text()), manifest, path)
+    check_manifest(read_json(path / "manifest.json"), manifest, path)
     check_resume_epoch(epoch, epochs, path)
+    history = read_json(path / "history.json")
+    check_safetensors_in(path / "state", f"delete {path} to resume from the checkpoint before it")
     accelerator.load_state(str(path / "state"))
-    history = json.loads((path / "history.json").read_text())
     if log is not None:
         log(f"resumed from {path} (epoch {epoch + 1} of {epochs} done)")
     if scheduler is not None and history:
@@ -116,10 +118,15 @@ _IDENTITY = (
     "model_type",
     "hidden_size",
     "dataset",
+    "data_path_files",
     "num_labels",
     "trainable_parameter_names",
 )
-_RECORDED_SINCE = ("backbone_weights",)  # compared only when the checkpoint records it (earlier ones do not)
+_RECORDED_SINCE = (
+    "backbone_weights",
+    "data_path_files",
+)  # compared only when the checkpoint records it (earlier ones do not)
+_SETTINGS_RECORDED_SINCE = ("eval_batch_size",)  # the same for settings
 
 
 class ResumeMismatch(ValueError):
@@ -158,6 +165,8 @@ def check_manifest(saved: dict[str, Any], current: dict[str, Any], checkpoint: P
     saved_settings, settings = saved.get("settings"), current.get("settings")
     if saved_settings is not None and settings is not None:
         for key in sorted(set(saved_settings) | set(settings)):
+            if key in _SETTINGS_RECORDED_SINCE and key not in saved_settings:
+                continue
             if saved_settings.get(key) != settings.get(key) and key not in _IDENTITY:
                 diffs.append((key, saved_settings.get(key), settings.get(key)))
     if diffs:
@@ -173,7 +182,7 @@ def check_run_folder(folder: Path, current: dict[str, Any], epochs: int, resume:
     found = latest_checkpoint(folder)
     if found is not None:
         epoch, path = found
-        check_manifest(json.loads((path / "manifest.json").read_text()), current, path)
+        check_manifest(read_json(path / "manifest.json"), current, path)
         check_resume_epoch(epoch, epochs, path)
 
 

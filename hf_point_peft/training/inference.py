@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from ..data import PointCloudCollator, check_dataset_source, load_point_dataset
 from ..errors import SettingError
+from ..files import read_json
 from .evaluation import PROTOCOL, evaluate_accuracy
 from .job import load_trained
 from .loop import _indexed
@@ -87,7 +87,7 @@ def evaluate_saved(
     dataset_options: dict[str, Any] | None = None,
     split: str = "test",
     num_points: int | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     vote: int = 0,
     mixed_precision: str = "no",
     cpu: bool = False,
@@ -96,7 +96,7 @@ def evaluate_saved(
     path = Path(path)
     _check_saved_folder(path)
     meta_file = path / "training_metrics.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    meta = read_json(meta_file) if meta_file.is_file() else {}
     recorded = meta.get("job", {})
     dataset = dataset or recorded.get("dataset")
     if dataset is None:
@@ -110,6 +110,8 @@ def evaluate_saved(
     if dataset_options is None or not dataset_options:
         dataset_options = recorded.get("dataset_options", {}) if dataset == recorded.get("dataset") else {}
     num_points = num_points or meta.get("arguments", {}).get("num_points") or 1024
+    # the run's own evaluation batch: PointGST's default distance scale is the batch's, so the batch is part of the result
+    batch_size = batch_size or meta.get("arguments", {}).get("eval_batch_size") or 64
     check_dataset_source(dataset, data_path, dataset_options)
     data = load_point_dataset(dataset, data_path, **dataset_options)
     if split not in data:
@@ -124,5 +126,5 @@ def evaluate_saved(
     model, loader = accelerator.prepare(model, loader)
     metrics = evaluate_accuracy(model, loader, accelerator, vote=vote, collator=collator)
     metrics["protocol"] = PROTOCOL if not vote else f"{vote}-view vote (mean of views)"
-    metrics.update(path=str(path), dataset=dataset, split=split, num_points=num_points)
+    metrics.update(path=str(path), dataset=dataset, split=split, num_points=num_points, batch_size=batch_size)
     return metrics

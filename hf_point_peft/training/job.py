@@ -17,6 +17,7 @@ from peft import PeftModel
 
 from ..data import load_point_dataset
 from ..errors import SettingError
+from ..files import check_adapter_folder, check_model_folder, read_json
 from .backbones import backbone_weights_digest, load_classifier, load_source, resolve_backbone
 from .checkpoint import atomic_directory, result_settings, write_json_atomic
 from .loop import TrainingArguments, train
@@ -34,7 +35,6 @@ _NOT_RESULT = (
     "training",
     "output_dir",
     "epochs",
-    "eval_batch_size",
     "num_workers",
     "resume",
     "overwrite_output_dir",
@@ -240,7 +240,10 @@ def _base_here(recorded: str | None, trained_on: str | None) -> str | None:
 def _warn_if_other_weights(folder: Path, trained_on: str | None, base_name: str) -> None:
     """Say so when the base found here holds other weights than the adapter was trained on (an embedded backbone
     updated since, a folder pre-trained again under its name): the adapter still loads, its outputs will differ."""
-    here = backbone_weights_digest(base_name) if trained_on else None
+    if not trained_on:
+        return
+    check_model_folder(resolve_backbone(base_name)[0])  # damaged weights are refused, not compared
+    here = backbone_weights_digest(base_name)
     if here is not None and here != trained_on:
         logger.warning(
             f"the adapter in {folder} was trained on backbone weights {trained_on} (sha256 prefix), but {base_name} "
@@ -257,11 +260,13 @@ def load_trained(folder: str | os.PathLike, backbone: str | None = None):
 
     folder = Path(folder)
     meta_file = folder / "training_metrics.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    meta = read_json(meta_file) if meta_file.is_file() else {}
     num_labels = meta.get("manifest", {}).get("num_labels")
     names = meta.get("label_names")
     if not (folder / "adapter_config.json").is_file():
+        check_model_folder(folder)
         return AutoModelForPointCloudClassification.from_pretrained(folder)
+    check_adapter_folder(folder)  # peft's errors name no file (a missing weights file reads as a bad repo id)
     peft_config = PeftConfig.from_pretrained(folder)
     base_name = backbone or _base_here(peft_config.base_model_name_or_path, meta.get("job", {}).get("backbone"))
     if base_name is None:

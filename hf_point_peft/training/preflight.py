@@ -13,6 +13,7 @@ from typing import Any
 
 from ..atomic import refuse_foreign_files
 from ..data import check_dataset_source
+from ..data.identity import data_files_record
 from ..errors import SettingError
 from .backbones import backbone_weights_digest
 from .checkpoint import check_run_folder
@@ -99,6 +100,7 @@ def check_finetune(job) -> dict[str, Any]:
         "backbone": job.backbone,
         "backbone_weights": backbone_weights_digest(job.backbone),
         "dataset": job.dataset if job.data_path is None else f"{job.dataset}:{job.data_path}",
+        "data_path_files": data_files_record(job.data_path),
         "settings": job.result_settings(),
     }
     check_run_folder(
@@ -123,6 +125,11 @@ def check_pretrain(job) -> None:
         if key not in fields:
             raise SettingError(f"model_config.{key}", value, "not a field of PointTransformerConfig")
     check_trackers(job.report_to)
-    current = {"method": "masked-modeling", "dataset": job.dataset, "settings": job.result_settings()}
+    current = {
+        "method": "masked-modeling",
+        "dataset": job.dataset,
+        "data_path_files": data_files_record(job.data_path),
+        "settings": job.result_settings(),
+    }
     check_run_folder(Path(job.output_dir) / "checkpoints", current, job.epochs, job.resume, job.overwrite_output_dir)
     refuse_foreign_files(Path(job.output_dir) / "encoder", ENCODER_FILES)

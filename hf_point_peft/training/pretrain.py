@@ -8,7 +8,6 @@ read; labels are ignored. The encoder (a `PointTransformerModel`) is saved on it
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -24,6 +23,8 @@ from tqdm.auto import tqdm
 
 from ..cards import LIBRARY_LICENSE, build_backbone_card, write_backbone_card
 from ..data import PointCloudCollator, load_point_dataset
+from ..data.identity import data_files_record
+from ..files import read_json
 from ..models import PointTransformerConfig, PointTransformerForMaskedModeling
 from .arguments import RunArguments
 from .checkpoint import (
@@ -184,6 +185,7 @@ def _manifest(job: PretrainJob, config: PointTransformerConfig, model: torch.nn.
         "model_type": config.model_type,
         "hidden_size": config.hidden_size,
         "dataset": job.dataset,
+        "data_path_files": data_files_record(job.data_path),
         "num_labels": None,
         "trainable_parameter_names": sorted(n for n, p in model.named_parameters() if p.requires_grad),
         "settings": job.result_settings(),
@@ -268,7 +270,7 @@ def rebuild_backbone_card(
     job's). The embedded backbone's card is
     `rebuild_backbone_card(embedded_backbone_path(), **EMBEDDED_LOAD)`."""
     folder = Path(folder)
-    results = json.loads((folder / "pretrain_metrics.json").read_text())
+    results = read_json(folder / "pretrain_metrics.json")
     job = PretrainJob(**results["job"])
     name = job.name or folder.resolve().name
     device = results.get("device", "an unrecorded device")

@@ -20,6 +20,8 @@ import os
 from peft.mapping import PEFT_TYPE_TO_PREFIX_MAPPING
 from peft.utils import SAFETENSORS_WEIGHTS_NAME
 
+from ..files import check_safetensors
+
 __all__ = ["CheckedAdapterLoading", "check_adapter_weights"]
 
 
@@ -30,19 +32,10 @@ def _peft_type_name(peft_type) -> str:
 def check_adapter_weights(folder: str | os.PathLike, peft_type) -> None:
     """Raise a ValueError naming `folder/adapter_model.safetensors` if it exists but cannot be read by safetensors
     (truncated, garbage, bad header) or holds no tensor with the prefix of `peft_type` (another method's file)."""
-    from safetensors import SafetensorError, safe_open
-
     path = os.path.join(os.fspath(folder), SAFETENSORS_WEIGHTS_NAME)
     if not os.path.isfile(path):
         return
-    try:
-        with safe_open(path, framework="pt") as handle:
-            keys = list(handle.keys())
-    except (SafetensorError, OSError) as exc:
-        raise ValueError(
-            f"cannot read the adapter weights {path} ({os.path.getsize(path)} bytes): {exc}. The file is truncated or "
-            "corrupted; save the adapter again or download it again"
-        ) from exc
+    keys = check_safetensors(path, "save the adapter again or download it again")
     prefix = PEFT_TYPE_TO_PREFIX_MAPPING.get(peft_type)
     if prefix is None or any(prefix in key for key in keys):
         return
