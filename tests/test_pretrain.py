@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 import hf_point_peft  # noqa: F401
 from hf_point_peft import AutoModelForPointCloudClassification, PointTransformerModel
 from hf_point_peft.cli import main as cli
-from hf_point_peft.training.pretrain import ENCODER_FILES, PretrainJob, run_pretrain
+from hf_point_peft.training.outputs import ENCODER_FILES
+from hf_point_peft.training.pretrain import PretrainJob, run_pretrain
 
 MODEL = {
     "hidden_size": 48,

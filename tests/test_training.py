@@ -20,8 +20,9 @@ import hf_point_peft  # noqa: F401
 from hf_point_peft import PointTransformerConfig, PointTransformerModel
 from hf_point_peft.cli import main as cli
 from hf_point_peft.training.checkpoint import atomic_directory, latest_checkpoint
-from hf_point_peft.training.job import RESULT_FILES, FinetuneJob, run_finetune
+from hf_point_peft.training.job import FinetuneJob, run_finetune
 from hf_point_peft.training.loop import TrainingArguments
+from hf_point_peft.training.outputs import RESULT_FILES
 
 GST = {"rank": 4, "local_size": 8}
 

@@ -22,6 +22,7 @@ from .backbones import backbone_weights_digest, load_classifier, load_source, re
 from .checkpoint import atomic_directory, result_settings, write_json_atomic
 from .loop import TrainingArguments, train
 from .methods import SOURCE_METHODS, prepare_model
+from .outputs import result_folder
 from .preflight import check_finetune
 from .progress import format_duration
 
@@ -187,21 +188,6 @@ def _bank_builder(job: FinetuneJob, log):
         log(f"memory bank: {rows} rows of frozen features from the training split")
 
     return build
-
-
-# what `save_result` writes into <output_dir>/adapter (PEFT methods) or <output_dir>/model (the others): a folder
-# holding anything else is the user's, refused before training (preflight) and never replaced
-RESULT_FILES = {
-    "adapter": {"adapter_config.json", "adapter_model.safetensors", "README.md", "training_metrics.json"},
-    "model": {"config.json", "model.safetensors", "README.md", "training_metrics.json"},
-}
-
-
-def result_folder(output_dir: str | Path, method: str) -> Path:
-    """Where a fine-tuning run of `method` writes its result."""
-    from .methods import PEFT_METHODS
-
-    return Path(output_dir) / ("adapter" if method in PEFT_METHODS else "model")
 
 
 def save_result(model: torch.nn.Module, job: FinetuneJob, results: dict[str, Any], out: Path) -> Path:

@@ -17,6 +17,7 @@ from ..data.identity import data_files_record
 from ..errors import SettingError
 from .backbones import backbone_weights_digest
 from .checkpoint import check_run_folder
+from .outputs import ENCODER_FILES, RESULT_FILES, result_folder
 
 __all__ = ["check_backbone_options", "check_finetune", "check_pretrain", "check_trackers"]
 
@@ -86,7 +87,6 @@ def check_backbone_options(backbone: str, method: str, model_options: dict[str, 
 def check_finetune(job) -> dict[str, Any]:
     """All the checks of a fine-tuning job (a `FinetuneJob`), in the order a user would fix them. Returns the run's
     identity as checked against the output folder's checkpoints (the start of its checkpoint manifest)."""
-    from .job import RESULT_FILES, result_folder
     from .methods import check_method_options
 
     args = job.training
@@ -114,7 +114,6 @@ def check_finetune(job) -> dict[str, Any]:
 def check_pretrain(job) -> None:
     """The checks of a pre-training job (a `PretrainJob`)."""
     from ..models import PointTransformerConfig
-    from .pretrain import ENCODER_FILES
 
     for name in ("epochs", "batch_size", "num_points"):
         if getattr(job, name) < 1:

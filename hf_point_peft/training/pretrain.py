@@ -79,8 +79,6 @@ class PretrainJob(RunArguments):
         return result_settings(asdict(self), (*_NOT_RESULT, "report_to", *card_only))
 
 
-# what `_save_encoder` writes into <output_dir>/encoder: a folder holding anything else is the user's (refused)
-ENCODER_FILES = {"config.json", "model.safetensors", "README.md", "pretrain_metrics.json"}
 _NOT_RESULT = ("output_dir", "epochs", "resume", "overwrite_output_dir", "keep_checkpoints", "cpu", "progress")
 
 
@@ -114,10 +112,7 @@ def run_pretrain(job: PretrainJob, log=logger.info) -> dict[str, Any]:
     )
     set_seed(job.seed)
     data = load_point_dataset(job.dataset, job.data_path, **job.dataset_options)
-    if "train" not in data:
-        raise ValueError(f"the dataset has no 'train' split (splits: {list(data)})")
-    if len(data["train"]) < job.batch_size:  # every batch is full (drop_last): an epoch would train nothing
-        raise ValueError(f"the training split has {len(data['train'])} clouds, fewer than batch_size {job.batch_size}")
+    _check_training_split(data, job.batch_size)
     config = PointTransformerConfig(**{"num_points": job.num_points, **job.model_config})
     model = PointTransformerForMaskedModeling(config)
     collator = PointCloudCollator(job.num_points, True, job.augmentation, 1.0, job.seed, channels=config.num_channels)
@@ -161,6 +156,14 @@ def run_pretrain(job: PretrainJob, log=logger.info) -> dict[str, Any]:
     end_trackers(accelerator)
     accelerator.wait_for_everyone()
     return results
+
+
+def _check_training_split(data, batch_size: int) -> None:
+    """A train split with at least one full batch (the loader drops a partial one: an epoch would train nothing)."""
+    if "train" not in data:
+        raise ValueError(f"the dataset has no 'train' split (splits: {list(data)})")
+    if len(data["train"]) < batch_size:
+        raise ValueError(f"the training split has {len(data['train'])} clouds, fewer than batch_size {batch_size}")
 
 
 def _loader_and_schedule(job: PretrainJob, model, train, collator):
