@@ -2,8 +2,9 @@
 files there (data replaced, added or rewritten since) is refused instead of training on them silently.
 
 The record is the files' names, sizes and modification times, not their bytes (ModelNet40's text files are 1.6 GB,
-read again at every start); the caches `datasets` adds beside a saved dataset are left out. A copy of the same data elsewhere is another `--data-path`, refused on its own; files
-touched without a change read as changed (restore them, or start the run again)."""
+read again at every start); the caches `datasets` adds beside a saved dataset are left out. A copy of the same data
+elsewhere is another `--data-path`, refused on its own; files touched without a change read as changed (restore
+them, or start the run again)."""
 
 from __future__ import annotations
 

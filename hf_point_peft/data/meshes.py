@@ -1,5 +1,6 @@
-"""Triangle meshes into point clouds: readers for Wavefront OBJ, 0 A.D.'s PMD and (Mega)Glest's G3D models, area-weighted surface
-sampling, and a `datasets.Dataset` of clouds with their object (`group`) for object-disjoint splits.
+"""Triangle meshes into point clouds: readers for Wavefront OBJ, 0 A.D.'s PMD and (Mega)Glest's G3D models,
+area-weighted surface sampling, and a `datasets.Dataset` of clouds with their object (`group`) for object-disjoint
+splits.
 
 Used by the scripts that build the real-shape corpus and evaluation sets (`benchmarks/real_shapes/`); every reader
 raises ValueError naming what in the file it could not read.
