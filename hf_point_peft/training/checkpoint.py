@@ -122,10 +122,8 @@ _IDENTITY = (
     "num_labels",
     "trainable_parameter_names",
 )
-_RECORDED_SINCE = (
-    "backbone_weights",
-    "data_path_files",
-)  # compared only when the checkpoint records it (earlier ones do not)
+# compared only when the checkpoint records them (earlier versions' checkpoints do not)
+_RECORDED_SINCE = ("backbone_weights", "data_path_files")
 _SETTINGS_RECORDED_SINCE = ("eval_batch_size",)  # the same for settings
 
 

@@ -110,7 +110,7 @@ def evaluate_saved(
     if dataset_options is None or not dataset_options:
         dataset_options = recorded.get("dataset_options", {}) if dataset == recorded.get("dataset") else {}
     num_points = num_points or meta.get("arguments", {}).get("num_points") or 1024
-    # the run's own evaluation batch: PointGST's default distance scale is the batch's, so the batch is part of the result
+    # the run's own evaluation batch: PointGST's default distance scale is the batch's (part of the result)
     batch_size = batch_size or meta.get("arguments", {}).get("eval_batch_size") or 64
     check_dataset_source(dataset, data_path, dataset_options)
     data = load_point_dataset(dataset, data_path, **dataset_options)
