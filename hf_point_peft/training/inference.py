@@ -109,9 +109,10 @@ def evaluate_saved(
         data_path = recorded.get("data_path")
     if dataset_options is None or not dataset_options:
         dataset_options = recorded.get("dataset_options", {}) if dataset == recorded.get("dataset") else {}
-    num_points = num_points or meta.get("arguments", {}).get("num_points") or 1024
+    arguments = meta.get("arguments", {})
+    num_points = num_points or arguments.get("num_points") or 1024
     # the run's own evaluation batch: PointGST's default distance scale is the batch's (part of the result)
-    batch_size = batch_size or meta.get("arguments", {}).get("eval_batch_size") or 64
+    batch_size = batch_size or arguments.get("eval_batch_size") or 64
     check_dataset_source(dataset, data_path, dataset_options)
     data = load_point_dataset(dataset, data_path, **dataset_options)
     if split not in data:
@@ -120,7 +121,7 @@ def evaluate_saved(
     _check_classes(model, data[split], meta.get("label_names"), path, dataset)
     accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu)
     channels = getattr(model.config, "num_channels", 3) if hasattr(model, "config") else 3
-    seed = meta.get("arguments", {}).get("seed", 0)
+    seed = arguments.get("seed", 0)
     collator = PointCloudCollator(num_points, False, channels=channels, seed=seed, keep_raw=vote > 0)
     loader = DataLoader(_indexed(data[split]), batch_size=batch_size, collate_fn=collator)
     model, loader = accelerator.prepare(model, loader)

@@ -226,10 +226,7 @@ def _base_here(recorded: str | None, trained_on: str | None) -> str | None:
 def _warn_if_other_weights(folder: Path, trained_on: str | None, base_name: str) -> None:
     """Say so when the base found here holds other weights than the adapter was trained on (an embedded backbone
     updated since, a folder pre-trained again under its name): the adapter still loads, its outputs will differ."""
-    if not trained_on:
-        return
-    check_model_folder(resolve_backbone(base_name)[0])  # damaged weights are refused, not compared
-    here = backbone_weights_digest(base_name)
+    here = backbone_weights_digest(base_name) if trained_on else None
     if here is not None and here != trained_on:
         logger.warning(
             f"the adapter in {folder} was trained on backbone weights {trained_on} (sha256 prefix), but {base_name} "
@@ -257,14 +254,15 @@ def load_trained(folder: str | os.PathLike, backbone: str | None = None):
     base_name = backbone or _base_here(peft_config.base_model_name_or_path, meta.get("job", {}).get("backbone"))
     if base_name is None:
         raise SettingError("backbone", None, f"{folder} records no base model: pass the backbone it was trained on")
-    _warn_if_other_weights(folder, meta.get("manifest", {}).get("backbone_weights"), base_name)
-    if peft_config.peft_type == "ANY2POINT":
-        return PeftModel.from_pretrained(load_source(base_name), folder)
     # an adapter saved outside finetune (no training metrics) records the class count of the head it trained
     num_labels = num_labels or getattr(peft_config, "base_num_labels", None)
-    if num_labels is None:
+    if peft_config.peft_type == "ANY2POINT":
+        base = load_source(base_name)
+    elif num_labels is None:
         base = AutoModelForPointCloudClassification.from_pretrained(base_name)
     else:
         # the trained head comes with the adapter: the fresh one made here is replaced, not worth a message
         base = load_classifier(base_name, num_labels, dict(enumerate(names)) if names else None, log=logger.debug)
+    # after the base loaded: a base whose weights cannot be read is refused by the load, not compared first
+    _warn_if_other_weights(folder, meta.get("manifest", {}).get("backbone_weights"), base_name)
     return PeftModel.from_pretrained(base, folder)
