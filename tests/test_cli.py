@@ -436,6 +436,16 @@ def test_resume_refuses_any_setting_that_changes_the_result(env, tmp_path, backb
     before = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*"))
     resumed = dataclasses.replace(job, training=dataclasses.replace(job.training, resume=True, epochs=2))
     check_finetune(resumed)  # the same settings, more epochs: accepted
+    # an option given at its default value is the same run, in both directions (PointGST's default is 'official')
+    explicit = dataclasses.replace(resumed, method_options={**job.method_options, "spectral_transform": "official"})
+    check_finetune(explicit)
+    run_finetune(
+        dataclasses.replace(explicit, training=dataclasses.replace(job.training, output_dir=str(tmp_path / "b"))),
+        log=lambda *a: None,
+    )
+    check_finetune(
+        dataclasses.replace(resumed, training=dataclasses.replace(resumed.training, output_dir=str(tmp_path / "b")))
+    )
     changes = {
         "seed": {"training": {"seed": 1}},
         "learning_rate": {"training": {"learning_rate": 1e-3}},

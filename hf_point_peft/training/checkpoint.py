@@ -18,6 +18,7 @@ from typing import Any
 
 from ..atomic import atomic_directory, write_json_atomic
 from ..files import check_safetensors_in, read_json
+from .methods import without_default_options
 
 __all__ = [
     "ResumeMismatch",
@@ -149,6 +150,15 @@ def result_settings(values: dict[str, Any], exclude: tuple[str, ...]) -> dict[st
     return json.loads(json.dumps({k: v for k, v in values.items() if k not in exclude}, default=str))
 
 
+def _normalised(settings: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Fine-tuning settings with the method options given at their default value left out, so that a run started
+    with `--method-option rank=36` (PointGST's default) resumes without it and the other way round."""
+    if not settings or not isinstance(settings.get("method_options"), dict):
+        return settings
+    options = without_default_options(settings.get("method"), settings["method_options"])
+    return {**settings, "method_options": options}
+
+
 def check_manifest(saved: dict[str, Any], current: dict[str, Any], checkpoint: Path) -> None:
     """Refuse to resume when the checkpoint was made by a different run set-up or with other settings. Only the keys
     `current` has are compared (a check before the model is built knows the settings, not the parameter names), and
@@ -160,7 +170,7 @@ def check_manifest(saved: dict[str, Any], current: dict[str, Any], checkpoint: P
             if key == "trainable_parameter_names":
                 a, b = f"{len(a or [])} names", f"{len(b or [])} names (different set)"
             diffs.append((key, a, b))
-    saved_settings, settings = saved.get("settings"), current.get("settings")
+    saved_settings, settings = _normalised(saved.get("settings")), _normalised(current.get("settings"))
     if saved_settings is not None and settings is not None:
         for key in sorted(set(saved_settings) | set(settings)):
             if key in _SETTINGS_RECORDED_SINCE and key not in saved_settings:

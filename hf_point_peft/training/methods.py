@@ -6,6 +6,7 @@ Used by the training loop, the CLI and the benchmark, so every method is set up 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "SOURCE_METHODS",
     "check_method_options",
     "method_option_names",
+    "without_default_options",
     "prepare_model",
     "trainable_parameters",
 ]
@@ -103,6 +105,31 @@ def method_option_names(method: str) -> list[str]:
     common = {f.name for f in dataclasses.fields(PeftConfig)}
     own = [f.name for f in dataclasses.fields(_CONFIGS[method]) if f.init and f.name not in common]
     return sorted({*own, *_EXTRA_OPTIONS.get(method, ())} - set(_SET_BY_THE_JOB.get(method, ())))
+
+
+def _option_defaults(method: str) -> dict[str, Any]:
+    """Each option's default value, in the JSON form settings are recorded in (LoRA's alpha: None, i.e. 2 x rank)."""
+    if method not in _CONFIGS:
+        return {}
+    defaults = {}
+    for f in dataclasses.fields(_CONFIGS[method]):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = f.default_factory()
+    if method == "lora":
+        defaults.update(rank=8, alpha=None)  # `_lora`'s own defaults
+    return json.loads(json.dumps(defaults, default=str))
+
+
+def without_default_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` without those given at their default value: `--method-option rank=36` and no option at all are the
+    same run (a resume compares what is left). LoRA's alpha equal to 2 x rank is its default too."""
+    defaults = _option_defaults(method)
+    kept = {k: v for k, v in options.items() if k not in defaults or v != defaults[k]}
+    if method == "lora" and "alpha" in kept and kept["alpha"] == 2 * options.get("rank", defaults["rank"]):
+        del kept["alpha"]
+    return kept
 
 
 def check_method_options(method: str, options: dict[str, Any]) -> None:
