@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable
@@ -22,10 +23,51 @@ __all__ = [
 ]
 
 
+def _stamp() -> str:
+    """The unique part of a temporary sibling's name: this process's id (so that a later write can tell the leftover
+    of a killed process from a live process's work) and a random suffix."""
+    return f"{os.getpid()}-{uuid.uuid4().hex}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def _leftovers(target: Path, kind: str) -> list[Path]:
+    """The temporary siblings of `target` (`kind`: 'tmp', 'old' or a file's 'tmp' + suffix) that a killed process
+    left behind: those of a process that no longer runs (or of a version that did not record it)."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(?:(\d+)-)?[0-9a-f]{{32}}\.{re.escape(kind)}$")
+    found = []
+    for path in target.parent.iterdir() if target.parent.is_dir() else ():
+        match = pattern.match(path.name)
+        if match and not (match.group(1) and _process_alive(int(match.group(1)))):
+            found.append(path)
+    return sorted(found)
+
+
+def _sweep(target: Path) -> None:
+    """Before writing `target`: remove what a process killed while writing it left beside it (a half-written
+    `.tmp` folder; an `.old` copy the swap had not deleted yet). Where the kill came inside the swap (the old folder
+    moved aside, the new one not yet in place), the old folder is put back first, so `target` is never lost."""
+    olds = _leftovers(target, "old")
+    if olds and not target.exists():
+        os.replace(olds.pop(), target)
+    for path in [*_leftovers(target, "tmp"), *olds]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def atomic_file(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_path)` (a sibling of `path` with the same suffix), then move it onto `path`."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}")
+    for leftover in _leftovers(path.with_name(path.stem), f"tmp{path.suffix}"):
+        leftover.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.stem}.{_stamp()}.tmp{path.suffix}")
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -47,7 +89,8 @@ def atomic_directory(target: str | os.PathLike, write: Callable[[Path], None], r
     """Call `write(tmp_dir)` then move the finished folder to `target`, replacing an existing one.
 
     The old folder is only removed after the new one is in place; at every moment either the old or the new
-    complete folder exists under `target` (or its `.old` twin during the swap). With `replace_foreign=False`, an
+    complete folder exists under `target` (or its `.old` twin during the swap, which the next write of `target` puts
+    back if a kill came in between). With `replace_foreign=False`, an
     existing `target` that holds entries the new folder does not (a user's own files, not an earlier version of
     this output) is left alone and a FileExistsError names them."""
     return atomic_directories([(target, write)], replace_foreign)[0]
@@ -64,7 +107,8 @@ def atomic_directories(
         for target, write in outputs:
             target = Path(target)
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+            _sweep(target)
+            tmp = target.with_name(f".{target.name}.{_stamp()}.tmp")
             tmp.mkdir()
             staged.append((target, tmp))
             write(tmp)
@@ -74,7 +118,7 @@ def atomic_directories(
                 refuse_foreign_files(target, {p.name for p in tmp.iterdir()})
         for target, tmp in staged:
             if target.exists():
-                old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
+                old = target.with_name(f".{target.name}.{_stamp()}.old")
                 os.replace(target, old)
                 os.replace(tmp, target)
                 shutil.rmtree(old, ignore_errors=True)

@@ -19,7 +19,7 @@ from tiny import DATA, TINY, cli_args
 import hf_point_peft  # noqa: F401
 from hf_point_peft import PointTransformerConfig, PointTransformerModel
 from hf_point_peft.cli import main as cli
-from hf_point_peft.training.checkpoint import atomic_directory, latest_checkpoint
+from hf_point_peft.training.checkpoint import atomic_directory, latest_checkpoint, write_json_atomic
 from hf_point_peft.training.job import FinetuneJob, run_finetune
 from hf_point_peft.training.loop import TrainingArguments
 from hf_point_peft.training.outputs import RESULT_FILES
@@ -252,10 +252,28 @@ def test_kill_during_checkpoint_write_keeps_previous(tmp_path):
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
         f"atomic_directory(Path({str(target)!r}), write)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script])
-    assert proc.returncode == -signal.SIGKILL
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    assert proc.wait() == -signal.SIGKILL
     assert (target / "weights.bin").read_bytes() == b"old"
     assert latest_checkpoint(tmp_path / "checkpoints") == (1, target)
+    leftover = [p.name for p in target.parent.iterdir() if p.name.endswith(".tmp")]
+    assert len(leftover) == 1 and leftover[0].startswith(f".{target.name}.{proc.pid}-"), leftover
+    # a kill inside the swap: the old folder moved aside, the new one not in place yet; and a live process's work
+    swapped = target.with_name(f".{target.name}.{proc.pid}-{'a' * 32}.old")
+    os.replace(target, swapped)
+    live = target.with_name(f".{target.name}.{os.getppid()}-{'b' * 32}.tmp")
+    live.mkdir()
+    with pytest.raises(FileExistsError, match=r"holds files this output does not write \(weights.bin\)"):
+        atomic_directory(target, lambda d: (d / "manifest.json").write_text("{}"), replace_foreign=False)
+    assert (target / "weights.bin").read_bytes() == b"old"  # put back before the refusal
+    atomic_directory(target, lambda d: (d / "manifest.json").write_text('{"new": 1}'))
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted([target.name, live.name])
+    assert (target / "manifest.json").read_text() == '{"new": 1}'
+    # a file written atomically: a killed process's temporary file goes at the next write
+    stale = tmp_path / f".metrics.{proc.pid}-{'c' * 32}.tmp.json"
+    stale.write_text("{")
+    write_json_atomic(tmp_path / "metrics.json", {"a": 1})
+    assert not stale.exists() and json.loads((tmp_path / "metrics.json").read_text()) == {"a": 1}
 
 
 @pytest.mark.slow
