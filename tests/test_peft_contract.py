@@ -240,7 +240,7 @@ def test_adapter_names_that_are_substrings_of_each_other(case, tmp_path):
 
 
 @pytest.mark.parametrize("case", cases(METHODS))
-@pytest.mark.parametrize("edit", ["extra", "missing", "renamed"])
+@pytest.mark.parametrize("edit", ["extra", "missing", "renamed", "reshaped"])
 def test_a_key_that_does_not_load_is_an_error_naming_it(case, edit, tmp_path):
     model = case.peft_model()
     model.save_pretrained(tmp_path)
@@ -252,18 +252,25 @@ def test_a_key_that_does_not_load_is_an_error_naming_it(case, edit, tmp_path):
     elif edit == "missing":
         del tensors[victim]
         bad = victim
-    else:
+    elif edit == "renamed":
         tensors[victim + "_old"] = tensors.pop(victim)
         bad = victim + "_old"
+    else:  # the tensor of another configuration (another rank, width, ...): torch's size mismatch came after injection
+        victim = sorted(k for k in tensors if case.prefix in k and tensors[k].dim())[0]
+        tensors[victim] = torch.cat([tensors[victim], tensors[victim]])
+        bad = victim
     save_file(tensors, tmp_path / WEIGHTS)
-    base = case.build_base()
-    plain = {k: v.clone() for k, v in base.state_dict().items()}
-    with pytest.raises(ValueError, match="adapter_model.safetensors|do not match") as error:
-        PeftModel.from_pretrained(base, tmp_path)
-    assert bad.split(".")[-2] in str(error.value) and bad.split(".")[-1] in str(error.value)
-    # the refused adapter is gone again: the base is what it was
-    assert not any(isinstance(m, BaseTunerLayer) for m in base.modules())
-    assert_same_state(base.state_dict(), plain)
+    for low_cpu_mem_usage in (False, True):
+        base = case.build_base()
+        plain = {k: v.clone() for k, v in base.state_dict().items()}
+        with pytest.raises(ValueError, match="adapter weights loaded as 'default' .* do not match") as error:
+            PeftModel.from_pretrained(base, tmp_path, low_cpu_mem_usage=low_cpu_mem_usage)
+        assert bad.split(".")[-2] in str(error.value) and bad.split(".")[-1] in str(error.value)
+        if edit == "reshaped":
+            assert f"(file {tuple(tensors[victim].shape)}, model" in str(error.value)
+        # the refused adapter is gone again: the base is what it was
+        assert not any(isinstance(m, BaseTunerLayer) for m in base.modules())
+        assert_same_state(base.state_dict(), plain)
     # next to an adapter that loaded, a refused load_adapter leaves the first one working
     good = case.peft_model()
     x = case.inputs(seed=5)

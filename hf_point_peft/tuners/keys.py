@@ -6,8 +6,8 @@ peft removes the adapter name from a saved key only where it is the last or seco
 tuners therefore remove the part that follows an attribute starting with the method's prefix, in both directions, and
 an adapter saved as `default` loads as `task_a`.
 
-peft only warns about keys that did not load (and not at all about keys left unused); here either is a `ValueError`
-naming the keys, raised before the model's forward could use half-initialised adapter weights, and the refused
+peft only warns about keys that did not load (and not at all about keys left unused); here either, or a tensor of
+another shape than the model's, is a `ValueError` naming the keys, raised before the model's forward could use half-initialised adapter weights, and the refused
 adapter is removed again. Adapters written by hf_point_peft 0.1.0 (adapter name inside the key) still load.
 """
 
@@ -69,9 +69,15 @@ class AdapterNameFreeKeys:
             else:
                 remapped[target] = value
         missing = sorted(cls._remove_adapter_name_from_key(k, adapter_name) for k in own if k not in remapped)
-        if unused or missing:
+        shapes = sorted(
+            f"{cls._remove_adapter_name_from_key(target, adapter_name)} (file {tuple(value.shape)}, model "
+            f"{tuple(model_state[target].shape)})"
+            for target, value in remapped.items()
+            if tuple(value.shape) != tuple(model_state[target].shape)
+        )
+        if unused or missing or shapes:
             cls._drop_refused_adapter(model, adapter_name)
-            raise ValueError(cls._key_mismatch_message(adapter_name, unused, missing))
+            raise ValueError(cls._key_mismatch_message(adapter_name, unused, missing, shapes))
         return remapped
 
     @staticmethod
@@ -87,7 +93,9 @@ class AdapterNameFreeKeys:
             pass
 
     @classmethod
-    def _key_mismatch_message(cls, adapter_name: str, unused: list[str], missing: list[str]) -> str:
+    def _key_mismatch_message(
+        cls, adapter_name: str, unused: list[str], missing: list[str], shapes: list[str] = ()
+    ) -> str:
         def show(keys: list[str]) -> str:
             return ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
 
@@ -96,8 +104,11 @@ class AdapterNameFreeKeys:
             parts.append(f"{len(unused)} saved tensor(s) match no adapter weight of this model: {show(unused)}")
         if missing:
             parts.append(f"{len(missing)} adapter weight(s) are not in the file: {show(missing)}")
+        if shapes:
+            parts.append(f"{len(shapes)} saved tensor(s) have another shape than this model's: {show(shapes)}")
         return (
-            f"the adapter_model.safetensors loaded as {adapter_name!r} and this model do not match ({'; '.join(parts)}). "
+            f"the adapter weights loaded as {adapter_name!r} (adapter_model.safetensors, or adapter_model.bin where "
+            f"the adapter was saved without safetensors) and this model do not match ({'; '.join(parts)}). "
             "The file was saved from another configuration or base (compare adapter_config.json), or was edited; "
             "nothing was loaded"
         )
