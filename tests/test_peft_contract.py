@@ -672,6 +672,13 @@ def test_merge_is_refused_before_touching_a_layer(case):
         with pytest.raises(ValueError, match="unload"):
             call()
     assert_same_state(model.state_dict(), state)
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    for layer in layers:  # every layer kind, merged directly: refused with the pointer too (was a bare error)
+        with pytest.raises(ValueError, match="cannot be merged.*unload"):
+            layer.merge()
+    with pytest.warns(UserWarning, match="Already unmerged. Nothing to do."):  # as LoRA's unmerged layers say
+        model.unmerge_adapter()
+    assert_same_state(model.state_dict(), state)
 
 
 def test_fresh_process_loads_a_non_default_adapter(tmp_path):

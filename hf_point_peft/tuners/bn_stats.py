@@ -35,6 +35,7 @@ class BatchNormStatsMixin:
 
     stats_prefix: str = ""
     adapter_layer_names: tuple[str, ...] = ()
+    merge_refusal = "per-adapter BatchNorm statistics cannot be merged into the base model; use unload()"
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -131,6 +132,3 @@ class BatchNormStatsMixin:
         else:
             out = F.batch_norm(x.to(dtype), mean, var, weight, bias, training, momentum, base.eps)
         return out.to(x.dtype)
-
-    def merge(self, *args, **kwargs) -> None:
-        raise ValueError("per-adapter BatchNorm statistics cannot be merged into the base model; use unload()")

@@ -10,12 +10,12 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from ...models.layers import quick_gelu
 from ..base import checkpointed, suspended_checkpointing
 from ..placement import FollowsBase
+from ..unmergeable import UnmergeableLayer
 from .config import Any2PointConfig
 
 __all__ = [
@@ -197,7 +197,8 @@ def _attach_parent(layer: nn.Module, attach: str) -> tuple[nn.Module, str]:
     return layer.get_submodule(parent), name
 
 
-class Any2PointLayer(BaseTunerLayer):
+class Any2PointLayer(UnmergeableLayer):
+    merge_refusal = "Any2Point adapters depend on the input and cannot be merged; use unload()"
     adapter_layer_names: tuple[str, ...] = ("any2point_bottleneck", "any2point_norms")
     other_param_names: tuple[str, ...] = ("any2point_settings",)
 
@@ -288,12 +289,6 @@ class Any2PointLayerWrapper(FollowsBase, nn.Module, Any2PointLayer):
         w = guidance_weights(views, f3)
         guided = (w.unsqueeze(-1) * views).sum(0).reshape(batch, groups, width)
         return torch.cat([x[:, :1], (t + config.coef * guided).to(x.dtype)], dim=1)
-
-    def merge(self, *args, **kwargs) -> None:
-        raise ValueError("Any2Point adapters depend on the input and cannot be merged; use unload()")
-
-    def unmerge(self) -> None:
-        return None
 
     def unload_and_optionally_merge_module(self, merge: bool, **kwargs) -> nn.Module:
         """peft's `unload()` calls this for layers that need more than `get_base_layer()`: the source layer comes back

@@ -6,7 +6,6 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from ...geometry.per_forward import PointGeometry
@@ -15,6 +14,7 @@ from ..base import require_geometry
 from ..bn_stats import BatchNormStatsMixin
 from ..mixed_batch import adapter_groups
 from ..placement import FollowsBase
+from ..unmergeable import UnmergeableLayer
 from .config import GraphSettings, PointGSTConfig
 
 __all__ = ["PointGSTBatchNorm", "PointGSTBlock", "PointGSTLayer", "SpectralAdapter"]
@@ -22,8 +22,10 @@ __all__ = ["PointGSTBatchNorm", "PointGSTBlock", "PointGSTLayer", "SpectralAdapt
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-class PointGSTLayer(BaseTunerLayer):
+class PointGSTLayer(UnmergeableLayer):
     """Marker base of every PointGST tuner layer (blocks and BatchNorm statistics)."""
+
+    merge_refusal = "PointGST adapters depend on the input and cannot be merged; use unload()"
 
     adapter_layer_names: tuple[str, ...] = ("point_gst_adapter",)
     other_param_names: tuple[str, ...] = ("point_gst_graph",)
@@ -173,12 +175,6 @@ class PointGSTBlock(FollowsBase, nn.Module, PointGSTLayer):
             delta = self.point_gst_adapter[name](stream[rows], bases, self.num_prefix)
             output = output.index_add(0, rows, delta.to(output.dtype))
         return output
-
-    def merge(self, *args, **kwargs) -> None:
-        raise ValueError("PointGST adapters depend on the input and cannot be merged; use unload()")
-
-    def unmerge(self) -> None:
-        return None
 
 
 class PointGSTBatchNorm(BatchNormStatsMixin, FollowsBase, nn.Module, PointGSTLayer):

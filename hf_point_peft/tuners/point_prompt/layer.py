@@ -9,7 +9,6 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
-from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from ...geometry import farthest_point_sample, gather_points, knn
@@ -19,6 +18,7 @@ from ..base import adapters_disabled, checkpointed, require_geometry
 from ..bn_stats import BatchNormStatsMixin
 from ..mixed_batch import adapter_groups, take_rows
 from ..placement import FollowsBase
+from ..unmergeable import UnmergeableLayer
 from .config import PointPromptConfig
 
 __all__ = [
@@ -160,8 +160,10 @@ def build_graph(centres: torch.Tensor, coords: torch.Tensor | None, num_anchors:
     return GAGraph(anchors, neighbours, weights)
 
 
-class PointPromptLayer(BaseTunerLayer):
+class PointPromptLayer(UnmergeableLayer):
     """Marker base of every Point-PEFT tuner layer."""
+
+    merge_refusal = "Point-PEFT adapters depend on the input and cannot be merged; use unload()"
 
     adapter_layer_names: tuple[str, ...] = (
         "point_prompt_tokens",
@@ -421,12 +423,6 @@ class PointPromptBlock(FollowsBase, nn.Module, PointPromptLayer):
         neighbourhoods = gather_points(rows, neighbours).reshape(batch * a, k, rows.shape[-1])
         return (neighbourhoods + drop_path(attended)).max(dim=1).values
 
-    def merge(self, *args, **kwargs) -> None:
-        raise ValueError("Point-PEFT adapters depend on the input and cannot be merged; use unload()")
-
-    def unmerge(self) -> None:
-        return None
-
 
 class PointPromptNorm(FollowsBase, nn.Module, PointPromptLayer):
     """The final LayerNorm with per-adapter weight / bias deltas (part of the official bias tuning)."""
@@ -465,9 +461,6 @@ class PointPromptNorm(FollowsBase, nn.Module, PointPromptLayer):
         d = self.point_prompt_norm[name]
         weight, bias = base.weight + d.weight.to(base.weight.dtype), base.bias + d.bias.to(base.bias.dtype)
         return F.layer_norm(x, base.normalized_shape, weight, bias, base.eps)
-
-    def merge(self, *args, **kwargs) -> None:
-        raise ValueError("Point-PEFT bias deltas are kept separate from the base; use unload()")
 
 
 class PointPromptBatchNorm(BatchNormStatsMixin, FollowsBase, nn.Module, PointPromptLayer):
