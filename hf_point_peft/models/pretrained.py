@@ -22,6 +22,9 @@ class FamilyPreTrainedModel(PreTrainedModel):
     input_modalities = ("points",)
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    # the loss is a mean over the batch, not a sum normalised by `num_items_in_batch`: transformers' Trainer reads a
+    # forward with `**kwargs` as taking loss kwargs unless told, and then skips dividing by the accumulation steps
+    accepts_loss_kwargs = False
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):

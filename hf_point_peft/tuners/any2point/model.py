@@ -113,6 +113,9 @@ class Any2PointModel(InputDependentTuner):
         super().inject_adapter(model, adapter_name, **kwargs)
         if not isinstance(model.__dict__.get("forward"), PointEntry):
             model.forward = PointEntry(self)  # why an instance entry: README, section Layout
+            # the point loss is a batch mean: transformers' Trainer must divide it by the accumulation steps itself
+            # (it reads the entry's `**kwargs` as taking `num_items_in_batch` otherwise; the point models say the same)
+            model.__dict__["accepts_loss_kwargs"] = False
         self._sync_tuner_modules()
 
     def _check_layers(self, config, model: nn.Module) -> None:
@@ -188,9 +191,10 @@ class Any2PointModel(InputDependentTuner):
     )
 
     def unload(self) -> nn.Module:
-        """peft's, and the point entry goes (peft does not know it)."""
+        """peft's, and the point entry (and the Trainer's loss flag) goes (peft does not know them)."""
         model = self.model
         model.__dict__.pop("forward", None)
+        model.__dict__.pop("accepts_loss_kwargs", None)
         return super().unload()
 
     @contextmanager
