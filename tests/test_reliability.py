@@ -538,6 +538,37 @@ def test_bad_block_norm_after_the_hook_is_installed_leaves_the_base_untouched():
     assert_unchanged(base, before, POINTS, output)
 
 
+def test_prompts_that_no_targeted_block_receives_are_refused():
+    """prompt_layers=1 prompts block 0 only: targeting block 1 alone trained and saved prompt coordinates and a memory
+    bank that no block read."""
+    base, before, output = base_with_reference(lambda: tiny_base(seed=1), POINTS)
+    with pytest.raises(
+        ValueError, match=r"prompt_layers=1 gives prompts to blocks 0 .. 0, but the targeted blocks are \[1\]"
+    ):
+        get_peft_model(base, PointPromptConfig(**PROMPT, use_memory_bank=False, layers_to_transform=[1]))
+    assert_unchanged(base, before, POINTS, output)
+    model = get_peft_model(base, PointPromptConfig(**{**PROMPT, "prompt_layers": 2}, layers_to_transform=[1]))
+    prompted = {name.split(".point_prompt_tokens.")[0] for name, _ in model.named_parameters() if "_tokens." in name}
+    assert prompted == {"base_model.model.point_transformer.encoder.layers.1"}  # block 1: targeted and prompted
+
+
+@pytest.mark.parametrize("first, second", [("gst", "prompt"), ("prompt", "gst")])
+def test_a_second_method_on_the_same_base_names_the_adapter_already_there(first, second):
+    """The second get_peft_model on one base met the first method's block wrapper and blamed block_norm."""
+    configs = {
+        "gst": lambda: PointGSTConfig(**GST),
+        "prompt": lambda: PointPromptConfig(**PROMPT, use_memory_bank=False),
+    }
+    base = tiny_base(seed=1)
+    get_peft_model(base, configs[first]())
+    wrapper = {"gst": "PointGSTBlock", "prompt": "PointPromptBlock"}[first]
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(ValueError, match=rf"is already a {wrapper}: this base model carries another method's adapter"),
+    ):
+        get_peft_model(base, configs[second]())
+
+
 def test_config_only_folder_still_loads_as_a_config(tmp_path):
     """The weights check only runs when a weights file is there: a config saved on its own stays loadable."""
     PointGSTConfig(**GST).save_pretrained(tmp_path)

@@ -322,6 +322,12 @@ class PointTuner(InputDependentTuner):
         for key, block in blocks:
             if isinstance(block, self.block_layer_cls):
                 continue
+            if isinstance(block, BaseTunerLayer):  # wrapped by another method's adapter (a base used twice)
+                raise ValueError(
+                    f"{self.method_name}: target block {key!r} is already a {type(block).__name__}: this base model "
+                    "carries another method's adapter. One base takes one method: build a fresh base (or unload() "
+                    "the other adapter) before adding this one"
+                )
             if peft_config.block_norm is not None and not isinstance(
                 getattr(block, peft_config.block_norm, None), nn.Module
             ):

@@ -128,6 +128,19 @@ class PointPromptModel(PointTuner):
             return False
         return result
 
+    def _check_blocks(self, peft_config, blocks: list[tuple[str, nn.Module]], model: nn.Module) -> None:
+        """Also: at least one targeted block receives prompts (blocks 0 .. prompt_layers - 1), or the prompts, their
+        coordinates and the memory bank would be trained and saved for nothing."""
+        super()._check_blocks(peft_config, blocks, model)
+        indices = sorted(int(re.search(r"\.(\d+)$", key).group(1)) for key, _ in blocks)
+        if peft_config.prompt_layers > 0 and not any(i < peft_config.prompt_layers for i in indices):
+            raise ValueError(
+                f"Point-PEFT: prompt_layers={peft_config.prompt_layers} gives prompts to blocks 0 .. "
+                f"{peft_config.prompt_layers - 1}, but the targeted blocks are {indices} (target_modules / "
+                "layers_to_transform): no block would receive the prompts. Target one of those blocks, or set "
+                "prompt_layers above the first targeted block's index"
+            )
+
     # ---------------------------------------------------------------- adapters on / off / deleted
     def _tuner_entry_trains(self, attr: str, config) -> bool:
         return attr != "point_prompt_coords" or config.learn_prompt_coords
