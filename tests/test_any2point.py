@@ -91,6 +91,22 @@ def test_every_source_trains_saves_and_loads(model_type, tmp_path):
         torch.testing.assert_close(reloaded(points=x).logits, expected)
 
 
+def test_point_forward_takes_the_source_model_s_output_flags():
+    """return_dict=False gives a tuple, output_hidden_states the input of every layer and the last output, as the
+    source model's own forward; another keyword is refused naming it (all were ignored)."""
+    torch.manual_seed(0)
+    model = get_peft_model(sources()["bert"](), Any2PointConfig(num_labels=3, **SMALL)).eval()
+    x, labels = cloud(), torch.tensor([0, 2])
+    with torch.no_grad():
+        out = model(points=x, labels=labels, output_hidden_states=True)
+        as_tuple = model(points=x, labels=labels, return_dict=False)
+        assert model(points=x).hidden_states is None
+    assert len(out.hidden_states) == 3 and out.hidden_states[0].shape == out.hidden_states[-1].shape
+    assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], out.loss) and torch.equal(as_tuple[1], out.logits)
+    with pytest.raises(TypeError, match="unexpected keyword argument\\(s\\) label; it takes points, labels"):
+        model(points=x, label=labels)
+
+
 def test_source_modality_unchanged_and_disabled_points_refused():
     torch.manual_seed(0)
     source = sources()["bert"]().eval()

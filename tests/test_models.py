@@ -16,6 +16,8 @@ from hf_point_peft import (
     PointTransformerForMaskedModeling,
     PointTransformerModel,
 )
+from hf_point_peft.data import PointCloudCollator
+from hf_point_peft.models.pretrained import BATCH_BOOKKEEPING_KEYS
 
 
 def test_auto_classes_build_both_families():
@@ -72,6 +74,35 @@ def test_outputs_carry_hidden_states_and_centres():
     g = gpt(points=points())
     assert g.last_hidden_state.shape == (3, 18, 48) and g.num_prefix_tokens == 2
     assert torch.equal(g.centres[:, 0], points()[:, 0])  # the chain starts at the first FPS centre
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: PointTransformerModel(tiny_transformer()),
+        lambda: PointTransformerForClassification(tiny_transformer()),
+        lambda: PointGPTModel(tiny_gpt()),
+    ],
+    ids=["point_transformer", "classifier", "point_gpt"],
+)
+def test_a_keyword_the_forward_does_not_take_is_refused(build):
+    """The forwards take **kwargs; a misspelt or unsupported keyword was ignored without a word."""
+    model = build().eval()
+    with torch.no_grad():
+        model(points=points(), output_attentions=False)  # transformers' common flag, not asked for: accepted
+        batch = PointCloudCollator(num_points=128, train=False, keep_raw=True)(
+            [{"points": points(batch=1, n=160)[0].numpy(), "label": 1, "index": i} for i in range(2)]
+        )
+        assert set(batch) - {"points", "labels"} == set(BATCH_BOOKKEEPING_KEYS)  # model(**batch) works
+        if isinstance(model, (PointTransformerModel, PointGPTModel)):
+            del batch["labels"]  # the encoders take no labels
+        model(**batch)
+        with pytest.raises(
+            TypeError, match=r"forward\(\) got unexpected keyword argument\(s\) output_hiden_states; it takes points"
+        ):
+            model(points=points(), output_hiden_states=True)
+        with pytest.raises(TypeError, match=r"output_attentions \(attention weights are not returned"):
+            model(points=points(), output_attentions=True)
 
 
 def test_classifier_loss_and_label_errors():

@@ -46,6 +46,7 @@ class PointClassifierForward:
         labels: [B] class indices in [0, num_labels); when given, the output carries the cross-entropy loss (with
             PointGPT's generator, plus its weighted reconstruction loss in training).
         """
+        self._check_forward_kwargs(kwargs)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.base_model(points, output_hidden_states=output_hidden_states, return_dict=True)
         logits = self.classifier(self.pool(outputs))

@@ -221,6 +221,7 @@ class ImageBindAudioModel(ImageBindAudioPreTrainedModel):
         input_features: [B, 1, num_mel_bins, target_length] log-mel spectrograms (ImageBind's `load_and_transform_audio_
             data` layout for one clip).
         """
+        self._check_forward_kwargs(kwargs)
         if input_features is None:
             raise ValueError("input_features is required: a [batch, 1, num_mel_bins, target_length] tensor")
         output_hidden_states = (
@@ -264,6 +265,7 @@ class ImageBindAudioModelWithProjection(ImageBindAudioModel):
         r"""
         input_features: [B, 1, num_mel_bins, target_length] log-mel spectrograms.
         """
+        self._check_forward_kwargs(kwargs)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = super().forward(input_features, output_hidden_states=output_hidden_states, return_dict=True)
         embeds = F.normalize(self.projection(outputs.pooler_output), dim=-1)

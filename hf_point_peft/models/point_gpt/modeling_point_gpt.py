@@ -223,6 +223,7 @@ class PointGPTModel(PointGPTPreTrainedModel):
         points: [B, N, num_channels] float point clouds (N >= max(num_groups, group_size)).
         add_cls_token: the fine-tuning layout [sos, cls, patches] or, without it, the pre-training one [sos, patches].
         """
+        self._check_forward_kwargs(kwargs)
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )

@@ -198,6 +198,7 @@ class PointTransformerModel(PointTransformerPreTrainedModel):
             the same number of patches.
         add_cls_token: prepend the CLS token (fine-tuning layout) or encode the patch tokens only (pre-training layout).
         """
+        self._check_forward_kwargs(kwargs)
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
@@ -332,6 +333,7 @@ class PointTransformerForMaskedModeling(PointTransformerPreTrainedModel):
         points: [B, N, num_channels] float point clouds.
         bool_masked_pos: optional [B, G] mask (True = masked); drawn at random with `mask_ratio` when omitted.
         """
+        self._check_forward_kwargs(kwargs)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         embeddings = self.point_transformer.embeddings
         tokens, positions, centres, neighbourhoods = embeddings(points)

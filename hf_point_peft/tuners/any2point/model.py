@@ -14,6 +14,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ...geometry import validate_points
 from ...models.layers import classification_loss
+from ...models.pretrained import unexpected_forward_kwargs
 from ..base import InputDependentTuner
 from .layer import (
     Any2PointLayer,
@@ -212,16 +213,17 @@ class Any2PointModel(InputDependentTuner):
         self.__dict__["_a2p_disabled"] = not enabled
 
     # ---------------------------------------------------------------- the point forward
-    def point_forward(self, points: torch.Tensor, labels: torch.Tensor | None = None, **kwargs):
-        if self.__dict__.get("_a2p_disabled", False):
-            raise ValueError(
-                "adapters are disabled: the point-cloud path of Any2Point does not exist without its adapter; call "
-                "the model in its source modality, or leave disable_adapter()"
-            )
-        active = [n for n in self.active_adapters if n in self.any2point_tokenizer]
-        if len(active) != 1:
-            raise ValueError(f"Any2Point runs exactly one active adapter on points; active: {active}")
-        name = active[0]
+    def point_forward(
+        self,
+        points: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ):
+        """Classify point clouds through the source model's layers; `output_hidden_states` and `return_dict` as the
+        source model's own forward takes them (default: its config's). Any other keyword is refused naming it."""
+        name = self._point_adapter(kwargs)
         config = self.peft_config[name]
         tokenizer = self.any2point_tokenizer[name]
         validate_points(points, min_points=tokenizer.min_points)
@@ -230,43 +232,77 @@ class Any2PointModel(InputDependentTuner):
         tokens, centres = tokenizer(xyz)
         tokens = self.any2point_proj[name](tokens)
         table = position_table(model, recipe, config.pe_table_length_1d)
-        with torch.no_grad():
-            if recipe.layout == "1d":
-                views = pe_1d(centres, table, config.line_direction, config.num_views, config.cell_size)
-            else:
-                views = pe_2d(
-                    centres,
-                    table,
-                    config.view_translation,
-                    config.num_views,
-                    recipe.canvas_pitch(model.config),
-                    config.cell_size,
-                    official_19x12=config.audio_grid_layout == "official_19x12",
-                    official_reshape=config.pe_2d_official_reshape,
-                )
-        pe = views.pe
+        views = self._views(config, recipe, centres, table)
         state = self._point_state(name, config, centres, views)
         batch = tokens.shape[0]
         cls = self.any2point_cls[name]
         dtype = tokens.dtype
         x = torch.cat([cls.token.expand(batch, -1, -1).to(dtype), tokens], dim=1)
-        pos = torch.cat([cls.position.expand(batch, -1, -1).to(dtype), pe.to(dtype)], dim=1)
+        pos = torch.cat([cls.position.expand(batch, -1, -1).to(dtype), views.pe.to(dtype)], dim=1)
         x = x + pos
         source_dtype = table.dtype  # the source layers run in their own dtype; the adapter's modules in theirs
         x, pos = x.to(source_dtype), pos.to(source_dtype)
         if recipe.input_norm:
             emb = model.embeddings
             x = emb.LayerNorm(x + emb.token_type_embeddings.weight[0])
-        for index, layer in enumerate(get_module(model, recipe.layers)):
-            if index > 0 and config.pe_injection == "every_block":
-                x = x + pos
-            out = layer(x, None, any2point_state=state)
-            x = out[0] if isinstance(out, tuple) else out
+        if output_hidden_states is None:
+            output_hidden_states = bool(getattr(model.config, "output_hidden_states", False))
+        x, hidden = self._source_layers(x, pos, state, config, recipe, output_hidden_states)
         x = self.any2point_final_norm[name](x.to(dtype))
         feature = torch.cat([x[:, 0], x[:, 1:].amax(dim=1)], dim=-1)
         logits = self.any2point_head[name](feature)
         loss = classification_loss(logits, labels, 0.0)
-        return SequenceClassifierOutput(loss=loss, logits=logits.to(source_dtype))
+        output = SequenceClassifierOutput(loss=loss, logits=logits.to(source_dtype), hidden_states=hidden)
+        if return_dict is None:
+            return_dict = bool(getattr(model.config, "return_dict", True))
+        return output if return_dict else output.to_tuple()
+
+    def _point_adapter(self, kwargs: dict) -> str:
+        """The one adapter a point forward runs; refuses keywords the forward does not take and disabled adapters."""
+        unknown = unexpected_forward_kwargs(kwargs)
+        if unknown:
+            raise TypeError(
+                f"the Any2Point point forward got unexpected keyword argument(s) {', '.join(unknown)}; it takes points, "
+                "labels, output_hidden_states, return_dict (attention weights are not returned)"
+            )
+        if self.__dict__.get("_a2p_disabled", False):
+            raise ValueError(
+                "adapters are disabled: the point-cloud path of Any2Point does not exist without its adapter; call "
+                "the model in its source modality, or leave disable_adapter()"
+            )
+        active = [n for n in self.active_adapters if n in self.any2point_tokenizer]
+        if len(active) != 1:
+            raise ValueError(f"Any2Point runs exactly one active adapter on points; active: {active}")
+        return active[0]
+
+    def _views(self, config, recipe, centres: torch.Tensor, table: torch.Tensor):
+        """The projected views of the token centres onto the source's position table (1-D line or 2-D grid)."""
+        with torch.no_grad():
+            if recipe.layout == "1d":
+                return pe_1d(centres, table, config.line_direction, config.num_views, config.cell_size)
+            return pe_2d(
+                centres,
+                table,
+                config.view_translation,
+                config.num_views,
+                recipe.canvas_pitch(self.model.config),
+                config.cell_size,
+                official_19x12=config.audio_grid_layout == "official_19x12",
+                official_reshape=config.pe_2d_official_reshape,
+            )
+
+    def _source_layers(self, x, pos, state, config, recipe, output_hidden_states: bool):
+        """The source model's layers on the point tokens -> (last output, hidden states or None: each layer's input,
+        then the last output, as transformers' models give them)."""
+        hidden = [x] if output_hidden_states else None
+        for index, layer in enumerate(get_module(self.model, recipe.layers)):
+            if index > 0 and config.pe_injection == "every_block":
+                x = x + pos
+            out = layer(x, None, any2point_state=state)
+            x = out[0] if isinstance(out, tuple) else out
+            if hidden is not None:
+                hidden.append(x)
+        return x, tuple(hidden) if hidden is not None else None
 
     @torch.compiler.disable  # voxel and cell ids are discrete choices: eager under torch.compile
     def _point_state(self, name: str, config, centres: torch.Tensor, views) -> Any2PointState:
