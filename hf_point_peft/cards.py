@@ -136,13 +136,23 @@ def _run_settings(job) -> dict[str, Any]:
         "learning rate / min": f"{args.learning_rate} / {args.min_learning_rate} (cosine, {args.warmup_epochs} warm-up epochs)",
         "weight decay": f"{args.weight_decay} (none on biases, 1-D parameters, tokens)",
         "gradient clipping": args.max_grad_norm,
-        "points per cloud": f"{args.num_points} (train: FPS to {round(args.num_points * args.point_all_ratio)} then random)",
+        "points per cloud": f"{args.num_points} (train: FPS to {round(args.num_points * args.point_all_ratio)}, or all "
+        "points of a smaller cloud, then a random subset)",
         "augmentation": args.augmentation,
         "mixed precision": args.mixed_precision,
         "seed": args.seed,
         "method options": job.method_options or "defaults",
         "recipe": getattr(job, "recipe", None) or "none",
     }
+
+
+def _validation_share(args, results: dict[str, Any]) -> str:
+    """The validation split's size as carved (a class with one cloud gives none, every other at least one, so the
+    share can differ from --validation-fraction): '60 clouds, 10%'."""
+    val, train = results.get("validation_samples"), results.get("train_samples")
+    if not val or train is None:
+        return f"{100 * args.validation_fraction:.0f}%"
+    return f"{val} clouds, {100 * val / (val + train):.0f}%"
 
 
 def _result_fields(args, results: dict[str, Any]) -> dict[str, Any]:
@@ -152,7 +162,7 @@ def _result_fields(args, results: dict[str, Any]) -> dict[str, Any]:
         "final_epoch_text": f"final (epoch {results['final_epoch']})",
         "num_points": args.num_points,
         "vote_text": f", {args.vote}-view vote" if args.vote else ", no vote",
-        "validation_percent": f"{100 * args.validation_fraction:.0f}%",
+        "validation_percent": _validation_share(args, results),
         "validation_grouping": results.get("validation_grouping", "cloud by cloud (not recorded by this run)"),
         "seed": args.seed,
         "test_accuracy": _pct(results["test_accuracy"]),

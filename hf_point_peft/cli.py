@@ -19,6 +19,8 @@ from pathlib import Path
 from hf_point_peft_cli import build_parser, main
 from hf_point_peft_cli.parser import CONVERT_METHODS
 
+from .errors import SettingError
+
 __all__ = ["build_parser", "main"]
 
 logger = logging.getLogger(__name__)
@@ -181,6 +183,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .training.inference import evaluate_saved
 
     _quiet_libraries(args)
+    if args.output and not Path(args.output).expanduser().parent.is_dir():  # before the evaluation, not after it
+        raise SettingError("output", args.output, "its folder does not exist: create it, or write elsewhere")
     path = args.path
     if not Path(path).expanduser().exists():  # a Hub id (checked by the command line): its files, from the cache
         from huggingface_hub import snapshot_download

@@ -355,7 +355,9 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
         type=POSITIVE,
         help="evaluation batch size (default: the training run's evaluation batch, else 64)",
     )
-    p.add_argument("--vote", type=NON_NEGATIVE, default=0, help="test-time voting views (default 0: one view)")
+    p.add_argument(
+        "--vote", type=NON_NEGATIVE, help="test-time voting views (default: the training run's, else 0: one view)"
+    )
     p.add_argument("--mixed-precision", choices=PRECISIONS, default="no", help="autocast precision (default no)")
     p.add_argument("--cpu", action="store_true", help="evaluate on the CPU even when a GPU is present")
     p.add_argument("--output", help="also write the metrics to this JSON file")

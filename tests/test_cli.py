@@ -533,3 +533,51 @@ def test_method_names_in_other_spellings_are_accepted():
         assert parser.parse_args(["finetune", "--method", typed]).method == meant
         assert parser.parse_args(["benchmark", "--methods", typed]).methods == [meant]
     assert parser.parse_args(["convert", "c.pth", "--from", "point_prompt", "--out", "o"]).source == "point-prompt"
+
+
+def test_evaluate_reproduces_a_vote_run_and_refuses_what_would_mislead(env, tmp_path, backbone):
+    """A user review's findings: evaluate re-ran a --vote run single-view (another figure than finetune's); --output
+    in a missing folder failed after the evaluation, naming a temporary file; an encoder folder (no trained head) was
+    scored with random head weights; a dataset that leaves the validation split empty failed after an epoch with
+    torch.cat's message; the card gave the asked validation share, not the carved one."""
+    out = tmp_path / "run"
+    proc = point_peft(env, *cli_args(backbone, out, "--epochs", "1", "--vote", "2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    proc = point_peft(env, "evaluate", str(out / "adapter"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"test accuracy {100 * metrics['test_accuracy']:.2f}%" in proc.stdout and "2-view vote" in proc.stdout
+    one_line_error(
+        point_peft(env, "evaluate", str(out / "adapter"), "--output", str(tmp_path / "no" / "m.json")),
+        2,
+        "--output",
+        "its folder does not exist",
+    )
+    one_line_error(
+        point_peft(env, "evaluate", str(backbone), "--dataset", "synthetic", "--num-points", "128"),
+        2,
+        f"{backbone} holds no trained classifier",
+        "classifier.",
+    )
+    card = (out / "adapter" / "README.md").read_text()
+    share = 100 * metrics["validation_samples"] / (metrics["validation_samples"] + metrics["train_samples"])
+    assert f"The validation split ({metrics['validation_samples']} clouds, {share:.0f}% of the training data" in card
+    few = cli_args(backbone, tmp_path / "few", "--epochs", "1", "--dataset-option", "train_per_class=1")
+    one_line_error(point_peft(env, *few), 2, "--validation-fraction 0.1: carves no validation cloud")
+    assert not (tmp_path / "few" / "checkpoints").exists() or not any((tmp_path / "few" / "checkpoints").iterdir())
+
+
+def test_a_lora_adapter_on_a_base_of_another_width_is_one_line(tmp_path):
+    """peft's LoRA loads with torch's strictness: its size mismatch was a RuntimeError traceback in evaluate."""
+    from peft import LoraConfig, get_peft_model
+
+    from hf_point_peft import PointTransformerConfig, PointTransformerForClassification, PointTransformerModel
+    from hf_point_peft.training.job import load_trained
+
+    torch.manual_seed(0)
+    small = PointTransformerForClassification(PointTransformerConfig(**TINY))
+    get_peft_model(small, LoraConfig(r=2, target_modules=["attn.qkv"])).save_pretrained(tmp_path / "adapter")
+    wide = {**TINY, "hidden_size": 2 * TINY["hidden_size"], "intermediate_size": 2 * TINY["intermediate_size"]}
+    PointTransformerModel(PointTransformerConfig(**wide)).save_pretrained(tmp_path / "wide")
+    with pytest.raises(ValueError, match=r"backbone=.*wide.*does not fit the adapter .*size mismatch for"):
+        load_trained(tmp_path / "adapter", backbone=str(tmp_path / "wide"))

@@ -88,11 +88,12 @@ def evaluate_saved(
     split: str = "test",
     num_points: int | None = None,
     batch_size: int | None = None,
-    vote: int = 0,
+    vote: int | None = None,
     mixed_precision: str = "no",
     cpu: bool = False,
 ) -> dict[str, Any]:
-    """Accuracy of a folder written by `run_finetune`, with the dataset and point count it recorded unless given."""
+    """Accuracy of a folder written by `run_finetune`, with the dataset, point count, evaluation batch and vote it
+    recorded unless given."""
     path = Path(path)
     _check_saved_folder(path)
     meta_file = path / "training_metrics.json"
@@ -113,6 +114,7 @@ def evaluate_saved(
     num_points = num_points or arguments.get("num_points") or 1024
     # the run's own evaluation batch: PointGST's default distance scale is the batch's (part of the result)
     batch_size = batch_size or arguments.get("eval_batch_size") or 64
+    vote = arguments.get("vote") or 0 if vote is None else vote  # the run's protocol, so its figure is reproduced
     check_dataset_source(dataset, data_path, dataset_options)
     data = load_point_dataset(dataset, data_path, **dataset_options)
     if split not in data:

@@ -248,7 +248,16 @@ def load_trained(folder: str | os.PathLike, backbone: str | None = None):
     names = meta.get("label_names")
     if not (folder / "adapter_config.json").is_file():
         check_model_folder(folder)
-        return AutoModelForPointCloudClassification.from_pretrained(folder)
+        model, info = AutoModelForPointCloudClassification.from_pretrained(folder, output_loading_info=True)
+        missing = sorted(info.get("missing_keys") or [])
+        if missing:  # an encoder (a pre-training run's encoder/, a backbone): its head would be random weights
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise ValueError(
+                f"{folder} holds no trained classifier ({len(missing)} of its weights are not in the folder: {shown}), "
+                "so its predictions would come from random weights; evaluate a folder that finetune wrote "
+                "(<output-dir>/adapter or <output-dir>/model), or fine-tune this one first (--backbone)"
+            )
+        return model
     check_adapter_folder(folder)  # peft's errors name no file (a missing weights file reads as a bad repo id)
     peft_config = PeftConfig.from_pretrained(folder)
     base_name = backbone or _base_here(peft_config.base_model_name_or_path, meta.get("job", {}).get("backbone"))
@@ -265,4 +274,12 @@ def load_trained(folder: str | os.PathLike, backbone: str | None = None):
         base = load_classifier(base_name, num_labels, dict(enumerate(names)) if names else None, log=logger.debug)
     # after the base loaded: a base whose weights cannot be read is refused by the load, not compared first
     _warn_if_other_weights(folder, meta.get("manifest", {}).get("backbone_weights"), base_name)
-    return PeftModel.from_pretrained(base, folder)
+    try:
+        return PeftModel.from_pretrained(base, folder)
+    except RuntimeError as err:  # peft's own methods (LoRA) load with torch's strictness: a shape mismatch
+        if "size mismatch" not in str(err):
+            raise
+        first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err))
+        raise SettingError(
+            "backbone", base_name, f"does not fit the adapter {folder} ({first}): pass the backbone it was trained on"
+        ) from err

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from ..data import PointCloudCollator, train_validation_split, validation_grouping
+from ..errors import SettingError
 from ..models.layers import BatchNorm1d
 from .arguments import TrainingArguments
 from .checkpoint import (
@@ -141,6 +142,15 @@ def _data(data: DatasetDict, args: TrainingArguments, manifest: dict[str, Any]) 
     dataset = str(manifest.get("dataset", ""))
     column, grouping = validation_grouping(dataset, data["train"].column_names, args.validation_group_by)
     train_split, val_split = train_validation_split(data["train"], args.validation_fraction, args.seed, column)
+    if len(val_split) == 0:
+        unit = f"groups (values of '{column}')" if column else "clouds"
+        raise SettingError(
+            "validation_fraction",
+            args.validation_fraction,
+            f"carves no validation cloud from the training split ({len(train_split)} clouds): a class is drawn from "
+            f"only when it has at least two {unit}, and none has; give more training clouds per class"
+            + (", or group by another column" if column else ""),
+        )
     if len(train_split) < args.batch_size:
         raise ValueError(f"the training split has {len(train_split)} samples, fewer than batch_size {args.batch_size}")
     train_collator = PointCloudCollator(
