@@ -562,6 +562,16 @@ def test_evaluate_reproduces_a_vote_run_and_refuses_what_would_mislead(env, tmp_
     card = (out / "adapter" / "README.md").read_text()
     share = 100 * metrics["validation_samples"] / (metrics["validation_samples"] + metrics["train_samples"])
     assert f"The validation split ({metrics['validation_samples']} clouds, {share:.0f}% of the training data" in card
+    from datasets import Value
+
+    from hf_point_peft.data import make_synthetic_shapes
+
+    ints = make_synthetic_shapes(train_per_class=2, test_per_class=1, num_points=160, seed=0)
+    ints.cast_column("label", Value("int64")).save_to_disk(tmp_path / "ints")  # numbers, no class names
+    evaluated = point_peft(
+        env, "evaluate", str(out / "adapter"), "--dataset", "disk", "--data-path", str(tmp_path / "ints")
+    )
+    one_line_error(evaluated, 2, "'label' column is Value('int64'), not a datasets.ClassLabel")
     few = cli_args(backbone, tmp_path / "few", "--epochs", "1", "--dataset-option", "train_per_class=1")
     one_line_error(point_peft(env, *few), 2, "--validation-fraction 0.1: carves no validation cloud")
     assert not (tmp_path / "few" / "checkpoints").exists() or not any((tmp_path / "few" / "checkpoints").iterdir())

@@ -317,3 +317,19 @@ def test_splits_with_other_classes_or_no_clouds_are_refused(tmp_path):
     write_scanobjectnn(tmp_path / "empty", n=(5, 0))
     with pytest.raises(ValueError, match="the test split of scanobjectnn-pb_t50_rs at .* is empty"):
         load_point_dataset("scanobjectnn-pb_t50_rs", tmp_path / "empty")
+
+
+def test_disk_columns_and_cloud_sizes_are_checked_with_a_named_error(tmp_path):
+    """A points column under another name was a KeyError traceback from the collator, and clouds of several sizes
+    torch.stack's message, both only once training had started."""
+    label = ClassLabel(names=["a", "b"])
+    rng = np.random.default_rng(0)
+    renamed = Dataset.from_dict({"pos": [rng.random((16, 3)).tolist()] * 2, "label": [0, 1]})
+    DatasetDict(train=renamed.cast_column("label", label)).save_to_disk(tmp_path / "renamed")
+    with pytest.raises(
+        ValueError, match=r"the train split of disk at .*renamed has no 'points' column \(it has pos, label\)"
+    ):
+        load_point_dataset("disk", tmp_path / "renamed")
+    rows = [{"points": rng.random((n, 3)).astype(np.float32), "label": 0, "index": i} for i, n in enumerate((16, 18))]
+    with pytest.raises(ValueError, match=r"the clouds of one batch \(rows \[0, 1\]\) hold 16 and 18 points"):
+        PointCloudCollator(num_points=8, train=False)(rows)

@@ -135,6 +135,12 @@ def _check_splits(data: DatasetDict, name: str, path) -> None:
     read against other class names gives a meaningless accuracy, and an empty split fails only after training."""
     reference = data["train"].features.get("label") if "train" in data else None
     for split, part in data.items():
+        missing = [column for column in ("points", "label") if column not in part.column_names]
+        if missing:
+            raise ValueError(
+                f"the {split} split of {name} at {path} has no {' and no '.join(repr(m) for m in missing)} column "
+                f"(it has {', '.join(part.column_names)}): rename its columns (data.rename_column) and save again"
+            )
         if part.num_rows == 0:
             raise ValueError(f"the {split} split of {name} at {path} is empty: it holds no clouds")
         label = part.features.get("label")

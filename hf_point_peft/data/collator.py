@@ -46,9 +46,17 @@ class PointCloudCollator:
         ]
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        points = torch.stack(
-            [torch.as_tensor(np.asarray(r["points"], dtype=np.float32))[:, : self.channels] for r in rows]
-        )
+        clouds = [torch.as_tensor(np.asarray(r["points"], dtype=np.float32))[:, : self.channels] for r in rows]
+        sizes = sorted({len(cloud) for cloud in clouds})
+        if len(sizes) > 1:
+            rows_shown = [int(r.get("index", i)) for i, r in enumerate(rows)]
+            raise ValueError(
+                f"the clouds of one batch (rows {rows_shown[:4]}{' ...' if len(rows_shown) > 4 else ''}) hold "
+                f"{' and '.join(map(str, sizes[:2]))}{' ...' if len(sizes) > 2 else ''} points: every cloud of a "
+                "dataset needs the same number of points; resample them to one size (e.g. farthest point sampling) "
+                "and save the dataset again"
+            )
+        points = torch.stack(clouds)
         labels = torch.tensor([int(r["label"]) for r in rows], dtype=torch.long)
         indices = [int(r.get("index", i)) for i, r in enumerate(rows)]
         raw = points

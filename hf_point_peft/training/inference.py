@@ -54,7 +54,15 @@ def _check_classes(model, split_data, trained_names: list[str] | None, path: Pat
     from datasets import ClassLabel
 
     feature = split_data.features.get("label")
-    names = list(feature.names) if isinstance(feature, ClassLabel) else None
+    if not isinstance(feature, ClassLabel):  # integer labels: nothing says which class each number is
+        raise SettingError(
+            "dataset",
+            dataset,
+            f"the evaluated split's 'label' column is {feature!r}, not a datasets.ClassLabel, so its classes cannot be "
+            f"matched with those {path} predicts: cast it first, e.g. data = data.cast_column('label', "
+            "ClassLabel(names=[...])), and save again",
+        )
+    names = list(feature.names)
     count = _head_classes(model)
     if names is not None and count is not None and count != len(names):
         raise SettingError(
