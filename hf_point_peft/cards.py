@@ -18,6 +18,7 @@ from typing import Any
 import peft
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .data.splits import OWN_VALIDATION
 from .naming import portable_base_name
 from .tuners.card import METHOD_DESCRIPTIONS as _BY_PEFT_TYPE
 
@@ -146,13 +147,15 @@ def _run_settings(job) -> dict[str, Any]:
     }
 
 
-def _validation_share(args, results: dict[str, Any]) -> str:
-    """The validation split's size as carved (a class with one cloud gives none, every other at least one, so the
-    share can differ from --validation-fraction): '60 clouds, 10%'."""
+def _validation_split(args, results: dict[str, Any]) -> str:
+    """The validation split as carved (a class with one cloud gives none, every other at least one, so the share can
+    differ from --validation-fraction), or as the dataset gave it."""
     val, train = results.get("validation_samples"), results.get("train_samples")
-    if not val or train is None:
-        return f"{100 * args.validation_fraction:.0f}%"
-    return f"{val} clouds, {100 * val / (val + train):.0f}%"
+    if results.get("validation_grouping") == OWN_VALIDATION:
+        return f"{val} clouds"
+    known = val and train is not None
+    share = f"{val} clouds, {100 * val / (val + train):.0f}%" if known else f"{100 * args.validation_fraction:.0f}%"
+    return f"{share} of the training data, stratified, seed {args.seed}"
 
 
 def _result_fields(args, results: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +165,7 @@ def _result_fields(args, results: dict[str, Any]) -> dict[str, Any]:
         "final_epoch_text": f"final (epoch {results['final_epoch']})",
         "num_points": args.num_points,
         "vote_text": f", {args.vote}-view vote" if args.vote else ", no vote",
-        "validation_percent": _validation_share(args, results),
+        "validation_split": _validation_split(args, results),
         "validation_grouping": results.get("validation_grouping", "cloud by cloud (not recorded by this run)"),
         "seed": args.seed,
         "test_accuracy": _pct(results["test_accuracy"]),

@@ -457,3 +457,27 @@ def test_class_counts_that_differ_are_replaced_or_refused_by_name(backbone, tmp_
         evaluate_saved(adapter, dataset="disk", data_path=str(tmp_path / "renamed"))
     with pytest.raises(SettingError, match="weights of other shapes than the model built from it: .*embeddings"):
         load_classifier(str(classifiers[5]), 15, hidden_size=2 * config.hidden_size, intermediate_size=64)
+
+
+def test_a_dataset_s_own_validation_split_is_used_and_said(backbone, tmp_path, caplog):
+    """A disk folder saved with a 'validation' split: it was ignored without a word and another one carved from
+    the training split."""
+    import dataclasses
+
+    from datasets import DatasetDict
+
+    from hf_point_peft.data import make_synthetic_shapes
+
+    data = make_synthetic_shapes(**DATA, seed=0)
+    held = data["train"].train_test_split(test_size=15, seed=0, stratify_by_column="label")
+    DatasetDict(train=held["train"], validation=held["test"], test=data["test"]).save_to_disk(tmp_path / "own")
+    own = dataclasses.replace(
+        job(backbone, tmp_path / "run", epochs=1), dataset="disk", data_path=str(tmp_path / "own")
+    )
+    own.dataset_options = {}
+    with caplog.at_level("INFO"):
+        results = run_finetune(own, log=lambda *a: None)
+    assert (results["train_samples"], results["validation_samples"]) == (held["train"].num_rows, 15)
+    assert "the dataset's own 'validation' split (15 clouds)" in caplog.text
+    card = (tmp_path / "run" / "adapter" / "README.md").read_text()
+    assert "The validation split (15 clouds; drawn\nby the dataset itself (its own 'validation' split))" in card

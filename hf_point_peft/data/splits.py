@@ -23,7 +23,10 @@ import numpy as np
 from ..errors import SettingError
 from .names import DATASETS
 
-__all__ = ["ONE_CLOUD_PER_OBJECT", "train_validation_split", "validation_grouping"]
+__all__ = ["ONE_CLOUD_PER_OBJECT", "OWN_VALIDATION", "train_validation_split", "validation_grouping"]
+
+# a dataset that comes with its own `validation` split (a `disk` folder saved with one) is validated on it as it is
+OWN_VALIDATION = "by the dataset itself (its own 'validation' split)"
 
 # readers whose every cloud is a distinct object (see the module docstring)
 # (all but PB_T50_RS, whose file holds five perturbed copies of each object, and `disk`, which is whatever it holds)

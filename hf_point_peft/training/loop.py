@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from ..data import PointCloudCollator, train_validation_split, validation_grouping
+from ..data.splits import OWN_VALIDATION
 from ..errors import SettingError
 from ..models.layers import BatchNorm1d
 from .arguments import TrainingArguments
@@ -137,11 +138,21 @@ def _accelerator(args: TrainingArguments, out: Path) -> Accelerator:
 
 def _data(data: DatasetDict, args: TrainingArguments, manifest: dict[str, Any]) -> _Data:
     """Carve the validation split from `data["train"]` (object-disjoint where the data say which clouds are one
-    object) and build the seeded collators and loaders."""
+    object), or take the dataset's own `validation` split where it has one, and build the seeded collators and
+    loaders."""
     channels = int(manifest.get("num_channels", 3))
     dataset = str(manifest.get("dataset", ""))
-    column, grouping = validation_grouping(dataset, data["train"].column_names, args.validation_group_by)
-    train_split, val_split = train_validation_split(data["train"], args.validation_fraction, args.seed, column)
+    if "validation" in data:  # the data set's own (a `disk` folder saved with one): used as it is, never re-drawn
+        train_split, val_split = data["train"], data["validation"]
+        column, grouping = None, {"validation_grouping": OWN_VALIDATION, "validation_may_share_objects": False}
+        logger.info(
+            "validation: the dataset's own 'validation' split (%d clouds); --validation-fraction and "
+            "--validation-group-by are not used",
+            len(val_split),
+        )
+    else:
+        column, grouping = validation_grouping(dataset, data["train"].column_names, args.validation_group_by)
+        train_split, val_split = train_validation_split(data["train"], args.validation_fraction, args.seed, column)
     if len(val_split) == 0:
         unit = f"groups (values of '{column}')" if column else "clouds"
         raise SettingError(
