@@ -237,3 +237,18 @@ def test_cli_convert(tmp_path, capsys):
         torch.testing.assert_close(reloaded(points=pts).logits, official(pts), atol=3e-5, rtol=1e-4)
     assert main(["convert", "--from", "point-mae", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "x")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_decoder_heads_of_an_unreleased_width_name_the_way_to_give_them(tmp_path, capsys):
+    """`convert` has no flag for the decoder's heads: the error told command-line users to pass one."""
+    from official_layouts import checkpoint, point_mae_pretrain, random_state
+
+    from hf_point_peft.cli import main as cli
+
+    path = tmp_path / "mae.pth"
+    torch.save(checkpoint(random_state(point_mae_pretrain(48, 2), 0)), path)
+    args = ["--num-groups", "16", "--num-points", "128", "--num-heads", "4", "--task", "masked-modeling"]
+    assert cli(["convert", "--from", "point-mae", str(path), "--out", str(tmp_path / "out"), *args]) == 2
+    error = capsys.readouterr().err
+    assert "decoder_num_attention_heads cannot be read" in error and "Pass --official-config" in error
+    assert "the command line has no flag for decoder_num_attention_heads" in error and "heads=N" not in error

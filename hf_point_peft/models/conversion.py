@@ -425,12 +425,16 @@ def resolve_sizes(
             origin[name] = reason
     missing = {name: flag for name, flag in (required or {}).items() if name not in values}
     if missing:
-        flags = ", ".join(flag if "=" in flag else f"{flag} N" for flag in missing.values())
+        flags = ", ".join(flag if "=" in flag else f"{flag} N" for flag in missing.values() if flag)
         names = ", ".join(f"{name}=..." for name in missing)
+        no_flag = [name for name, flag in missing.items() if not flag]  # sizes the command line takes from the yaml
+        passed = f"{flags} (Python: {names}), or " if flags else ""
+        python = f"official_config=..., or {names}" if not flags else "official_config=..."
+        without = f"; the command line has no flag for {', '.join(no_flag)}" if no_flag else ""
         raise ValueError(
             f"{what}: {', '.join(missing)} cannot be read from the checkpoint's tensors and no official config sets "
-            f"{'it' if len(missing) == 1 else 'them'}. Pass {flags} (Python: {names}), or --official-config with the "
-            "official yaml of the run (cfgs/...yaml; Python: official_config=...)"
+            f"{'it' if len(missing) == 1 else 'them'}. Pass {passed}--official-config with the official yaml of the "
+            f"run (cfgs/...yaml; Python: {python}{without})"
         )
     if report is not None:
         for name in sorted(origin):

@@ -182,9 +182,7 @@ def point_transformer_config_from_state_dict(
         required["num_labels"] = "--num-labels"  # a new head: its classes are the user's choice
     if task != "classification":
         required.pop("num_points")
-        required["decoder_num_attention_heads"] = (
-            "decoder_num_attention_heads=N (the official yaml's decoder_num_heads)"
-        )
+        required["decoder_num_attention_heads"] = ""  # no flag: the yaml's decoder_num_heads gives it
     values = resolve_sizes(
         f"converting the {source} checkpoint",
         inferred,
