@@ -481,3 +481,17 @@ def test_a_dataset_s_own_validation_split_is_used_and_said(backbone, tmp_path, c
     assert "the dataset's own 'validation' split (15 clouds)" in caplog.text
     card = (tmp_path / "run" / "adapter" / "README.md").read_text()
     assert "The validation split (15 clouds; drawn\nby the dataset itself (its own 'validation' split))" in card
+
+
+def test_overwrite_with_another_method_removes_the_earlier_result(backbone, tmp_path):
+    """--overwrite-output-dir from PointGST to full fine-tuning left the old adapter/ beside the new model/, so
+    `evaluate <out>/adapter` scored the replaced run."""
+    out = tmp_path / "run"
+    run_finetune(job(backbone, out, epochs=1), log=lambda *a: None)
+    said = []
+    run_finetune(job(backbone, out, method="full", epochs=1, overwrite_output_dir=True), log=said.append)
+    assert (out / "model").is_dir() and not (out / "adapter").exists()
+    assert any(line.startswith(f"removed {out / 'adapter'}") for line in said), said
+    (out / "model" / "notes.txt").write_text("mine")  # a user's file: that folder is the user's, kept
+    run_finetune(job(backbone, out, epochs=1, overwrite_output_dir=True), log=said.append)
+    assert (out / "adapter").is_dir() and (out / "model" / "notes.txt").read_text() == "mine"

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from .backbones import backbone_weights_digest, load_classifier, load_source, re
 from .checkpoint import atomic_directory, result_settings, write_json_atomic
 from .loop import TrainingArguments, train
 from .methods import SOURCE_METHODS, prepare_model
-from .outputs import result_folder
+from .outputs import RESULT_FILES, result_folder
 from .preflight import check_finetune
 from .progress import format_duration
 
@@ -116,6 +117,8 @@ def run_finetune(job: FinetuneJob, log=logger.info) -> dict[str, Any]:
     if accelerator.is_main_process:
         folder = save_result(model, job, results, out)
         results["saved_to"] = str(folder)
+        if args.overwrite_output_dir and not args.resume:
+            _remove_earlier_result(out, folder, log)
         write_json_atomic(out / "metrics.json", results)
         log(
             f"final-epoch test accuracy {100 * results['test_accuracy']:.2f}% "
@@ -211,6 +214,21 @@ def save_result(model: torch.nn.Module, job: FinetuneJob, results: dict[str, Any
 
     atomic_directory(target, write, replace_foreign=False)
     return target
+
+
+def _remove_earlier_result(out: Path, written: Path, log) -> None:
+    """`--overwrite-output-dir` replaces the earlier run: the result folder of another kind it left (its `adapter/`
+    beside this run's `model/`, or the other way round) goes too, once this run's result is in place, so that
+    `evaluate <output-dir>/adapter` cannot score the stale run. A folder holding other files is the user's: kept."""
+    for name, files in RESULT_FILES.items():
+        other = out / name
+        if other == written or not other.is_dir():
+            continue
+        if {p.name for p in other.iterdir()} <= files:
+            shutil.rmtree(other)
+            log(f"removed {other}: the earlier run's result, which --overwrite-output-dir replaces")
+        else:
+            log(f"kept {other}: it holds files no run writes (the earlier run's result would have been removed)")
 
 
 def _base_here(recorded: str | None, trained_on: str | None) -> str | None:
