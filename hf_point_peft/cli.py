@@ -146,6 +146,10 @@ def _apply_recipe(args: argparse.Namespace):
     choices["finetune"].set_defaults(**recipe.flag_defaults())
     reparsed = parser.parse_args(args.argv)
     reparsed.argv, reparsed.progress = args.argv, args.progress
+    if reparsed.method != recipe.method:  # its method options, groups and schedule are that method's
+        raise SettingError(
+            "method", reparsed.method, f"recipe {recipe.name} is a {recipe.method} recipe: drop --method, or the recipe"
+        )
     if reparsed.backbone == choices["finetune"].get_default("backbone"):
         if recipe.method == "any2point":
             raise ValueError(f"recipe {recipe.name} fine-tunes {recipe.backbone}: pass its folder as --backbone")

@@ -69,6 +69,8 @@ def test_recipe_flags_are_defaults_explicit_flags_win(monkeypatch, tmp_path):
     assert "--recipe pointgst-pointmae-obj_bg" in job.command
     captured.clear()
     assert main(["finetune", "--recipe", "any2point-clip-pb_t50_rs"]) == 2  # the source must be named
+    # another method than the recipe's: its PointGST options went to LoRA, refused as an option nobody typed
+    assert main([*argv, "--method", "lora"]) == 2 and "job" not in captured
 
 
 def test_recipes_command_lists_and_shows(capsys):
