@@ -57,6 +57,13 @@ class PointCloudCollator:
                 "and save the dataset again"
             )
         points = torch.stack(clouds)
+        finite = torch.isfinite(points).flatten(1).all(dim=1)
+        if not bool(finite.all()):  # before any subsampling, which could leave a bad point out in one epoch only
+            bad = [int(rows[i].get("index", i)) for i in (~finite).nonzero()[:, 0].tolist()]
+            raise ValueError(
+                f"dataset row(s) {bad[:5]}{' ...' if len(bad) > 5 else ''} hold NaN or inf coordinates: remove or "
+                "repair those clouds and save the dataset again"
+            )
         labels = torch.tensor([int(r["label"]) for r in rows], dtype=torch.long)
         indices = [int(r.get("index", i)) for i, r in enumerate(rows)]
         raw = points
