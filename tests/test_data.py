@@ -333,6 +333,12 @@ def test_disk_columns_and_cloud_sizes_are_checked_with_a_named_error(tmp_path):
     rows = [{"points": rng.random((n, 3)).astype(np.float32), "label": 0, "index": i} for i, n in enumerate((16, 18))]
     with pytest.raises(ValueError, match=r"the clouds of one batch \(rows \[0, 1\]\) hold 16 and 18 points"):
         PointCloudCollator(num_points=8, train=False)(rows)
+    empty = Dataset.from_dict({"points": [], "label": []}).cast_column("label", label)
+    DatasetDict(train=renamed.rename_column("pos", "points").cast_column("label", label), test=empty).save_to_disk(
+        tmp_path / "empty"
+    )
+    with pytest.raises(ValueError, match=r"the test split\(s\) of the dataset saved at .*empty hold no clouds"):
+        load_point_dataset("disk", tmp_path / "empty")  # datasets itself fails with an IndexError naming nothing
     # a NaN is named by its dataset row, whichever points the subsampling would keep (it found it in some epochs only)
     rows = [{"points": rng.random((16, 3)).astype(np.float32), "label": 0, "index": i} for i in (7, 3)]
     rows[1]["points"][5, 1] = np.nan

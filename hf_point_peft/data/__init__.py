@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
 from pathlib import Path
 
@@ -123,11 +124,31 @@ def load_point_dataset(name: str, path: str | os.PathLike | None = None, **kwarg
         except OSError:
             raise
         except Exception as err:  # noqa: BLE001 - datasets fails inside pyarrow on a damaged or empty split
+            empty = _empty_saved_splits(Path(path))
+            if empty:
+                raise ValueError(
+                    f"the {' and '.join(empty)} split(s) of the dataset saved at {path} hold no clouds: save it again "
+                    "with clouds in every split"
+                ) from err
             raise ValueError(f"could not read the dataset saved at {path}: {type(err).__name__}: {err}") from err
         if not isinstance(data, DatasetDict):
             raise ValueError(f"{path} holds a single Dataset; save a DatasetDict with 'train' and 'test' splits")
     _check_splits(data, name, path)
     return data
+
+
+def _empty_saved_splits(path: Path) -> list[str]:
+    """The splits of a `save_to_disk` folder saved without a single row (no data files: `load_from_disk` then fails
+    with an IndexError that names none)."""
+    empty = []
+    for state in sorted(path.glob("*/state.json")):
+        try:
+            files = json.loads(state.read_text()).get("_data_files")
+        except (OSError, ValueError):
+            continue
+        if files == []:
+            empty.append(state.parent.name)
+    return empty
 
 
 def _check_splits(data: DatasetDict, name: str, path) -> None:
