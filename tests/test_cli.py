@@ -591,3 +591,14 @@ def test_a_lora_adapter_on_a_base_of_another_width_is_one_line(tmp_path):
     PointTransformerModel(PointTransformerConfig(**wide)).save_pretrained(tmp_path / "wide")
     with pytest.raises(ValueError, match=r"backbone=.*wide.*does not fit the adapter .*size mismatch for"):
         load_trained(tmp_path / "adapter", backbone=str(tmp_path / "wide"))
+
+
+def test_a_local_size_that_does_not_divide_the_patches_is_refused_before_the_data(env, tmp_path, backbone):
+    """PointGST's local windows: the tiny backbone has 16 patch tokens; local_size=32 failed at the first forward,
+    after the data had been read and the model built."""
+    args = cli_args(backbone, tmp_path / "run")
+    args[args.index("local_size=8")] = "local_size=32"
+    one_line_error(
+        point_peft(env, *args), 2, "--method-option local_size=32: must divide the backbone's 16 patch tokens"
+    )
+    untouched(env, tmp_path / "run")

@@ -37,8 +37,11 @@ def check_trackers(report_to: list[str]) -> None:
             raise SettingError("report_to", name, f"the {package} package is not installed: pip install {package}")
 
 
-def check_backbone_options(backbone: str, method: str, model_options: dict[str, Any], num_points: int) -> None:
-    """The backbone's config can be read, suits the method, has every `model_options` key, and groups `num_points`."""
+def check_backbone_options(
+    backbone: str, method: str, model_options: dict[str, Any], num_points: int, method_options: dict | None = None
+) -> None:
+    """The backbone's config can be read, suits the method, has every `model_options` key, groups `num_points`, and
+    has a patch count PointGST's `local_size` divides."""
     from transformers import AutoConfig
 
     from ..models import AutoModelForPointCloudClassification
@@ -82,6 +85,18 @@ def check_backbone_options(backbone: str, method: str, model_options: dict[str, 
             f"below the {needed} points the backbone's grouping needs ({config.num_groups} groups of "
             f"{config.group_size})",
         )
+    if method == "pointgst":  # the local spectral branch cuts the patch tokens into windows of local_size
+        from ..tuners import PointGSTConfig
+
+        local_size = (method_options or {}).get("local_size", PointGSTConfig().local_size)
+        groups = getattr(config, "num_groups", None)
+        if groups and groups % local_size:
+            raise SettingError(
+                "method_options.local_size",
+                local_size,
+                f"must divide the backbone's {groups} patch tokens (num_groups): PointGST's local windows hold "
+                "local_size tokens each",
+            )
 
 
 def check_finetune(job) -> dict[str, Any]:
@@ -93,7 +108,7 @@ def check_finetune(job) -> dict[str, Any]:
     args.validate()
     check_dataset_source(job.dataset, job.data_path, job.dataset_options)
     check_method_options(job.method, job.method_options)
-    check_backbone_options(job.backbone, job.method, job.model_options, args.num_points)
+    check_backbone_options(job.backbone, job.method, job.model_options, args.num_points, job.method_options)
     check_trackers(args.report_to)
     current = {
         "method": job.method,
