@@ -57,7 +57,9 @@ def _sweep(target: Path) -> None:
     moved aside, the new one not yet in place), the old folder is put back first, so `target` is never lost."""
     olds = _leftovers(target, "old")
     if olds and not target.exists():
-        os.replace(olds.pop(), target)
+        newest = max(olds, key=lambda path: path.stat().st_mtime)  # several kills: the last complete version
+        olds.remove(newest)
+        os.replace(newest, target)
     for path in [*_leftovers(target, "tmp"), *olds]:
         shutil.rmtree(path, ignore_errors=True)
 
