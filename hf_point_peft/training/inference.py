@@ -64,14 +64,14 @@ def _check_classes(model, split_data, trained_names: list[str] | None, path: Pat
         )
     names = list(feature.names)
     count = _head_classes(model)
-    if names is not None and count is not None and count != len(names):
+    if count is not None and count != len(names):
         raise SettingError(
             "dataset",
             dataset,
             f"{path} predicts {count} classes and this dataset has {len(names)} ({', '.join(names[:5])}"
             f"{', ...' if len(names) > 5 else ''}): evaluate on the dataset it was trained for",
         )
-    if names is not None and trained_names and list(trained_names) != names:
+    if trained_names and list(trained_names) != names:
         pairs = list(zip(trained_names, names))
         first = next((i for i, (there, here) in enumerate(pairs) if there != here), None)
         differs = (
@@ -122,7 +122,7 @@ def evaluate_saved(
     num_points = num_points or arguments.get("num_points") or 1024
     # the run's own evaluation batch: PointGST's default distance scale is the batch's (part of the result)
     batch_size = batch_size or arguments.get("eval_batch_size") or 64
-    vote = arguments.get("vote") or 0 if vote is None else vote  # the run's protocol, so its figure is reproduced
+    vote = (arguments.get("vote") or 0) if vote is None else vote  # the run's protocol: its figure is reproduced
     check_dataset_source(dataset, data_path, dataset_options)
     data = load_point_dataset(dataset, data_path, **dataset_options)
     if split not in data:

@@ -144,7 +144,8 @@ def _data(data: DatasetDict, args: TrainingArguments, manifest: dict[str, Any]) 
     dataset = str(manifest.get("dataset", ""))
     if "validation" in data:  # the data set's own (a `disk` folder saved with one): used as it is, never re-drawn
         train_split, val_split = data["train"], data["validation"]
-        column, grouping = None, {"validation_grouping": OWN_VALIDATION, "validation_may_share_objects": False}
+        # whether it shares objects with training is the dataset's making: not known here (null, not a claim)
+        column, grouping = None, {"validation_grouping": OWN_VALIDATION, "validation_may_share_objects": None}
         logger.info(
             "validation: the dataset's own 'validation' split (%d clouds); --validation-fraction and "
             "--validation-group-by are not used",

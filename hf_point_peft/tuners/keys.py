@@ -7,8 +7,9 @@ tuners therefore remove the part that follows an attribute starting with the met
 an adapter saved as `default` loads as `task_a`.
 
 peft only warns about keys that did not load (and not at all about keys left unused); here either, or a tensor of
-another shape than the model's, is a `ValueError` naming the keys, raised before the model's forward could use half-initialised adapter weights, and the refused
-adapter is removed again. Adapters written by hf_point_peft 0.1.0 (adapter name inside the key) still load.
+another shape than the model's, is a `ValueError` naming the keys, raised before the model's forward could use
+half-initialised adapter weights, and the refused adapter is removed again. Adapters written by hf_point_peft 0.1.0
+(adapter name inside the key) still load.
 """
 
 from __future__ import annotations
