@@ -14,19 +14,10 @@ from hf_point_peft import Any2PointConfig, PointGSTConfig, PointTransformerForCl
 from hf_point_peft.data import PointCloudCollator, make_synthetic_shapes
 
 
-def test_trainer_trains_and_evaluates_a_peft_point_model(tmp_path):
-    torch.manual_seed(0)
-    data = make_synthetic_shapes(train_per_class=2, test_per_class=1, num_points=160, seed=0)
-    model = get_peft_model(
-        PointTransformerForClassification(tiny_transformer(num_labels=15)), PointGSTConfig(rank=4, local_size=8)
-    )
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        num_train_epochs=2,
-        per_device_train_batch_size=6,
-        per_device_eval_batch_size=8,
-        learning_rate=3e-3,
+def trainer_arguments(out, **schedule) -> TrainingArguments:
+    """The Trainer on the CPU, feeding `points` / `labels` whole (the collator's batch), logging every step."""
+    return TrainingArguments(
+        output_dir=str(out),
         remove_unused_columns=False,
         label_names=["labels"],
         report_to=[],
@@ -34,6 +25,19 @@ def test_trainer_trains_and_evaluates_a_peft_point_model(tmp_path):
         save_strategy="no",
         logging_steps=1,
         seed=0,
+        **schedule,
+    )
+
+
+def test_trainer_trains_and_evaluates_a_peft_point_model(tmp_path):
+    torch.manual_seed(0)
+    data = make_synthetic_shapes(train_per_class=2, test_per_class=1, num_points=160, seed=0)
+    model = get_peft_model(
+        PointTransformerForClassification(tiny_transformer(num_labels=15)), PointGSTConfig(rank=4, local_size=8)
+    )
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    args = trainer_arguments(
+        tmp_path, num_train_epochs=2, per_device_train_batch_size=6, per_device_eval_batch_size=8, learning_rate=3e-3
     )
 
     def accuracy(pred):
@@ -84,19 +88,12 @@ def test_trainer_scales_the_loss_for_gradient_accumulation(tmp_path, build):
     collate = PointCloudCollator(num_points=128, train=False)
     logged = {}
     for steps, batch in ((1, 8), (2, 4)):
-        args = TrainingArguments(
-            output_dir=str(tmp_path / str(steps)),
+        args = trainer_arguments(
+            tmp_path / str(steps),
             max_steps=1,
             per_device_train_batch_size=batch,
             gradient_accumulation_steps=steps,
             learning_rate=0.0,
-            remove_unused_columns=False,
-            label_names=["labels"],
-            report_to=[],
-            use_cpu=True,
-            save_strategy="no",
-            logging_steps=1,
-            seed=0,
         )
         trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collate)
         assert trainer.model_accepts_loss_kwargs is False
