@@ -182,10 +182,15 @@ def write_model_card(folder: str | os.PathLike, job, results: dict[str, Any], is
     return path
 
 
+def _seconds(value: float) -> str:
+    """'42 s', or '0.3 s' for a run under a second (a whole-second figure read 0 s)."""
+    return f"{value:.0f} s" if value >= 1 else f"{value:.1g} s"
+
+
 def _training_time(results: dict[str, Any]) -> str:
     if "training_seconds" in results:
-        return f"{results['training_seconds']:.0f} s (every epoch, across resumes)"
-    return f"{results.get('wall_seconds', 0):.0f} s (wall time of the run)"
+        return f"{_seconds(results['training_seconds'])} (every epoch, across resumes)"
+    return f"{_seconds(results.get('wall_seconds', 0))} (wall time of the run)"
 
 
 def _pretrain_settings(job) -> dict[str, Any]:

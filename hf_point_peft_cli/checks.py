@@ -131,7 +131,8 @@ def check_push(path: str, repo_id: str, token: str | None) -> None:
     """The folder exists and holds an adapter or a model; the Hub is allowed and a token is at hand."""
     folder = Path(path)
     if not folder.is_dir():
-        raise CommandError(f"push {path}: no such folder")
+        what = "a file, not a folder: push the adapter or model folder" if folder.exists() else "no such folder"
+        raise CommandError(f"push {path}: {what}")
     if not (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
         raise CommandError(
             f"push {path}: neither an adapter folder (no adapter_config.json) nor a model folder (no config.json)"

@@ -324,6 +324,10 @@ def test_push_failures_say_what_is_missing(env, tmp_path, fake_hub):
     one_line_error(point_peft(env, "push", str(folder), "user/x"), 2, "no adapter weights (adapter_model.safetensors)")
     save_file({"w": torch.zeros(2)}, folder / "adapter_model.safetensors")
     one_line_error(point_peft(env, "push", str(tmp_path / "nope"), "user/x"), 2, "no such folder")
+    weights = str(folder / "adapter_model.safetensors")
+    one_line_error(
+        point_peft(env, "push", weights, "user/x"), 2, "a file, not a folder: push the adapter or model folder"
+    )
     one_line_error(point_peft(env, "push", str(tmp_path), "user/x"), 2, "no adapter_config.json", "no config.json")
     one_line_error(point_peft(env, "push", str(folder), "user/x"), 1, "HF_HUB_OFFLINE=1")
     online = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": fake_hub}
@@ -603,3 +607,10 @@ def test_a_local_size_that_does_not_divide_the_patches_is_refused_before_the_dat
         point_peft(env, *args), 2, "--method-option local_size=32: must divide the backbone's 16 patch tokens"
     )
     untouched(env, tmp_path / "run")
+
+
+def test_a_card_gives_a_sub_second_training_time_as_it_is():
+    from hf_point_peft.cards import _training_time
+
+    assert _training_time({"training_seconds": 0.34}) == "0.3 s (every epoch, across resumes)"  # read "0 s"
+    assert _training_time({"wall_seconds": 42.4}) == "42 s (wall time of the run)"
