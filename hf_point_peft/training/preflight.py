@@ -126,8 +126,9 @@ def check_finetune(job) -> dict[str, Any]:
     return current
 
 
-def check_pretrain(job) -> None:
-    """The checks of a pre-training job (a `PretrainJob`)."""
+def check_pretrain(job) -> dict[str, Any]:
+    """The checks of a pre-training job (a `PretrainJob`). Returns the run's identity as checked against the output
+    folder's checkpoints (the start of its checkpoint manifest)."""
     from ..models import PointTransformerConfig
 
     for name in ("epochs", "batch_size", "num_points"):
@@ -147,3 +148,4 @@ def check_pretrain(job) -> None:
     }
     check_run_folder(Path(job.output_dir) / "checkpoints", current, job.epochs, job.resume, job.overwrite_output_dir)
     refuse_foreign_files(Path(job.output_dir) / "encoder", ENCODER_FILES)
+    return current

@@ -23,7 +23,6 @@ from tqdm.auto import tqdm
 
 from ..cards import LIBRARY_LICENSE, build_backbone_card, write_backbone_card
 from ..data import PointCloudCollator, load_point_dataset
-from ..data.identity import data_files_record
 from ..files import read_json
 from ..models import PointTransformerConfig, PointTransformerForMaskedModeling
 from .arguments import RunArguments
@@ -102,7 +101,7 @@ def run_pretrain(job: PretrainJob, log=logger.info) -> dict[str, Any]:
     """Pre-train; every setting is checked first (`check_pretrain`), before the data are read or anything written."""
     start = time.perf_counter()
     out = Path(job.output_dir)
-    check_pretrain(job)
+    checked = check_pretrain(job)
     accelerator = Accelerator(
         mixed_precision=job.mixed_precision,
         cpu=job.cpu,
@@ -119,7 +118,7 @@ def run_pretrain(job: PretrainJob, log=logger.info) -> dict[str, Any]:
     loader, optimizer, scheduler = _loader_and_schedule(job, model, data["train"], collator)
     _set_sync_batchnorm(model, accelerator.num_processes > 1)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    manifest = _manifest(job, config, model)
+    manifest = _manifest(checked, config, model)
     history, first = start_or_resume(
         accelerator,
         out / "checkpoints",
@@ -180,18 +179,16 @@ def _loader_and_schedule(job: PretrainJob, model, train, collator):
     return loader, optimizer, scheduler
 
 
-def _manifest(job: PretrainJob, config: PointTransformerConfig, model: torch.nn.Module) -> dict[str, Any]:
-    """What a checkpoint of this run records, and a resume must match."""
+def _manifest(checked: dict[str, Any], config: PointTransformerConfig, model: torch.nn.Module) -> dict[str, Any]:
+    """What a checkpoint of this run records, and a resume must match: the identity `check_pretrain` checked (method,
+    dataset and its files, settings; the data folder is read once) and what only the built model knows."""
     return {
-        "method": "masked-modeling",
+        **checked,
         "backbone": "scratch",
         "model_type": config.model_type,
         "hidden_size": config.hidden_size,
-        "dataset": job.dataset,
-        "data_path_files": data_files_record(job.data_path),
         "num_labels": None,
         "trainable_parameter_names": sorted(n for n, p in model.named_parameters() if p.requires_grad),
-        "settings": job.result_settings(),
     }
 
 
